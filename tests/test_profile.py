@@ -1,0 +1,83 @@
+"""tutorlib.profile: choosing a profile, per-model dtype, sizes, seeding, the card."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from tutorlib import profile as prof
+
+
+def test_default_without_cuda_is_smoke(monkeypatch):
+    monkeypatch.delenv("TUTORLIB_PROFILE", raising=False)
+    p = prof.detect()
+    assert p.name == "smoke"
+    assert p.device == "cpu" and p.dtype == torch.float32
+
+
+def test_env_and_argument_choose_profile(monkeypatch):
+    monkeypatch.setenv("TUTORLIB_PROFILE", "FULL")
+    assert prof.detect().name == "full"
+    assert prof.detect("smoke").name == "smoke"
+
+
+def test_unknown_profile_lists_valid_ones():
+    with pytest.raises(ValueError, match=r"unknown profile 'tiny'.*full, smoke"):
+        prof.detect("tiny")
+
+
+def test_unknown_model_lists_valid_ones():
+    p = prof.detect("full")
+    with pytest.raises(ValueError, match=r"unknown model name 'gpt-5'.*distilgpt2.*microsoft/phi-2"):
+        p.model("gpt-5")
+
+
+def test_full_profile_names_hub_ids_and_honours_overrides(monkeypatch):
+    monkeypatch.setenv("TUTORLIB_MODEL_OVERRIDES", "llama-2-7b=someone/llama-2-7b-ungated")
+    p = prof.detect("full")
+    assert p.model("flan-t5-base") == "google/flan-t5-base"
+    assert p.model("meta-llama/Llama-2-7b-hf") == "someone/llama-2-7b-ungated"
+    monkeypatch.setenv("TUTORLIB_MODEL_OVERRIDES", "llama-2-7b")
+    with pytest.raises(ValueError, match="no '='"):
+        prof.detect("full")
+
+
+def test_t5_never_gets_fp16():
+    p = prof.Profile(name="full", device="cuda", dtype=torch.float16)
+    assert p.dtype_for("google/flan-t5-base") == torch.float32
+    assert p.dtype_for("distilgpt2") == torch.float16
+    bf16 = prof.Profile(name="full", device="cuda", dtype=torch.bfloat16)
+    assert bf16.dtype_for("flan-t5-base") == torch.bfloat16
+
+
+def test_examples_cap_only_under_smoke():
+    smoke, full = prof.detect("smoke"), prof.detect("full")
+    assert smoke.examples("test", 50) == prof.SMOKE_EXAMPLES["test"]
+    assert smoke.examples("train") == prof.SMOKE_EXAMPLES["train"]
+    assert full.examples("test", 50) == 50 and full.examples("train") is None
+    with pytest.raises(ValueError, match="unknown split 'valid'"):
+        full.examples("valid", 3)
+
+
+def test_train_args_apply_profile_over_document():
+    doc = {"learning_rate": 2e-4, "num_train_epochs": 5, "weight_decay": 0.01}
+    assert prof.detect("full").train_args(**doc) == doc
+    smoke = prof.detect("smoke").train_args(**doc)
+    assert smoke["learning_rate"] == 2e-4 and smoke["max_steps"] > 0 and "num_train_epochs" not in smoke
+
+
+def test_seeding_repeats_draws():
+    prof.detect("smoke", seed=7)
+    first = (random.random(), torch.rand(3))
+    prof.detect("smoke", seed=7)
+    second = (random.random(), torch.rand(3))
+    assert first[0] == second[0] and torch.equal(first[1], second[1])
+
+
+def test_card_names_profile_device_dtype_and_versions():
+    card = prof.detect("smoke").card()
+    for word in ("profile=smoke", "device=cpu", "dtype=float32", "torch", "transformers", "trl", "peft", "bitsandbytes"):
+        assert word in card
+    assert "\n" not in card
