@@ -6,6 +6,7 @@ import os
 import socket
 
 import pytest
+import torch
 
 # Set before any test module imports transformers/datasets/huggingface_hub.
 os.environ["TUTORLIB_PROFILE"] = "smoke"
@@ -40,6 +41,10 @@ def _guarded_create_connection(address, *args, **kwargs):
         raise NetworkBlocked(f"test tried to open a network connection to {address!r}")
     return _real_create_connection(address, *args, **kwargs)
 
+
+# As tutorlib.profile.detect() does under smoke: one thread is faster for the 64-wide stand-ins, and
+# far faster when other processes share the cores.
+torch.set_num_threads(1)
 
 socket.socket.connect = _guarded_connect
 socket.create_connection = _guarded_create_connection

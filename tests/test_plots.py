@@ -121,9 +121,18 @@ def test_save_takes_a_png_file_name_only():
 
 
 def test_histogram_draws_one_series_per_name_and_rejects_empty():
-    fig = plots.histogram({"a": [1, 2, 2, 3], "b": [5, 6]}, xlabel="tokens", title="t", bins=4, save="hist.png")
+    fig = plots.histogram(
+        {"a": [1, 2, 2, 3], "b": [5, 6]}, xlabel="tokens", title="t", bins=4, save="hist.png"
+    )
     ax = fig.axes[0]
     assert len(ax.containers) == 2 and all(len(c) == 4 for c in ax.containers)
     assert (paths.images_dir() / "hist.png").stat().st_size > 0
     with pytest.raises(ValueError, match="non-empty series"):
         plots.histogram({"a": []}, xlabel="x", title="t")
+
+
+def test_bars_draws_reference_line():
+    fig = plots.bars({"full": 104.0, "qlora": 7.9}, ylabel="GB", title="t", line=(16, "16 GB V100"))
+    ax = fig.axes[0]
+    assert len(ax.containers[0]) == 2
+    assert [tuple(line.get_ydata()) for line in ax.get_lines()] == [(16, 16)]

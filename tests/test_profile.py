@@ -65,7 +65,9 @@ def test_train_args_apply_profile_over_document():
     doc = {"learning_rate": 2e-4, "num_train_epochs": 5, "weight_decay": 0.01}
     assert prof.detect("full").train_args(**doc) == doc
     smoke = prof.detect("smoke").train_args(**doc)
-    assert smoke["learning_rate"] == 2e-4 and smoke["max_steps"] > 0 and "num_train_epochs" not in smoke
+    # smoke replaces the run length (and the learning rate, for random stand-ins) but keeps the rest
+    assert smoke["weight_decay"] == 0.01 and smoke["max_steps"] > 0 and "num_train_epochs" not in smoke
+    assert smoke["learning_rate"] == prof._TRAIN_OVERRIDES["smoke"]["learning_rate"]
 
 
 def test_seeding_repeats_draws():
@@ -78,6 +80,27 @@ def test_seeding_repeats_draws():
 
 def test_card_names_profile_device_dtype_and_versions():
     card = prof.detect("smoke").card()
-    for word in ("profile=smoke", "device=cpu", "dtype=float32", "torch", "transformers", "trl", "peft", "bitsandbytes"):
+    for word in (
+        "profile=smoke",
+        "device=cpu",
+        "dtype=float32",
+        "torch",
+        "transformers",
+        "trl",
+        "peft",
+        "bitsandbytes",
+    ):
         assert word in card
     assert "\n" not in card
+
+
+def test_hub_login_reads_env_and_never_prints_token(monkeypatch, capsys):
+    secret = "hf_SECRET_token_123456"
+    monkeypatch.setenv("HF_TOKEN", secret)
+    assert prof.hub_login(prof.detect("full")) is True
+    assert prof.hub_login(prof.detect("smoke")) is False
+    monkeypatch.delenv("HF_TOKEN")
+    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+    assert prof.hub_login(prof.detect("full")) is False
+    out = capsys.readouterr().out
+    assert secret not in out and "HF_TOKEN" in out

@@ -24,6 +24,7 @@ from tutorlib import paths
 INDEX_START, INDEX_END = "<!-- notebook-index:start -->", "<!-- notebook-index:end -->"
 _BADGE_RE = re.compile(r"\[!\[Open In Colab\]\([^)]*\)\]\([^)]*\)")
 _REPO_LINE_RE = re.compile(r'^REPO = "[^"]*"', re.MULTILINE)
+_ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def course_notebooks() -> list[Path]:
@@ -82,7 +83,7 @@ def execute(notebook: Path, out_dir: Path, *, timeout: int = 3600) -> float:
         nbformat.write(nb, copy)
         idx = current["index"]
         head = nb.cells[idx].source.strip().splitlines()[0][:80] if idx >= 0 else ""
-        last = [line for line in str(err).strip().splitlines() if line.strip()][-1:]
+        last = [line for line in _ANSI_RE.sub("", str(err)).strip().splitlines() if line.strip()][-1:]
         number = code_cells.index(idx) + 1 if idx in code_cells else idx
         raise CellFailure(notebook.name, number, head, last[0] if last else "error", copy) from None
     finally:

@@ -149,13 +149,28 @@ def loss_curves(
     return _finish(fig, save)
 
 
-def bars(values: Mapping[str, float], *, ylabel: str, title: str, save: str | None = None) -> Figure:
-    """Labelled bars with their values written on top, for memory and time comparisons."""
+def bars(
+    values: Mapping[str, float],
+    *,
+    ylabel: str,
+    title: str,
+    line: tuple[float, str] | None = None,
+    save: str | None = None,
+) -> Figure:
+    """Labelled bars with their values written on top, for memory and time comparisons.
+
+    `line=(value, label)` draws a dashed horizontal reference, e.g. a GPU's memory.
+    """
     if not values:
         raise ValueError("bars needs at least one value; got an empty mapping")
     fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(values) + 2), 4))
     container = ax.bar(list(values), [float(v) for v in values.values()], color="tab:green")
     ax.bar_label(container, fmt="%.4g", padding=2)
+    if line is not None:
+        ax.axhline(line[0], color="tab:red", linestyle="--", linewidth=1)
+        ax.text(
+            len(values) - 0.5, line[0], f" {line[1]}", color="tab:red", va="bottom", ha="right", fontsize=8
+        )
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.tick_params(axis="x", labelrotation=20)
@@ -177,7 +192,12 @@ def histogram(
         raise ValueError("histogram needs at least one non-empty series; got none")
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, data in series.items():
-        ax.hist(data, bins=bins, alpha=0.55, label=f"{name} (n={len(data)}, median {sorted(data)[len(data) // 2]:g})")
+        ax.hist(
+            data,
+            bins=bins,
+            alpha=0.55,
+            label=f"{name} (n={len(data)}, median {sorted(data)[len(data) // 2]:g})",
+        )
     ax.set_xlabel(xlabel)
     ax.set_ylabel("count")
     ax.set_title(title)
