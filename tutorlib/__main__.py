@@ -163,7 +163,10 @@ def _title(nb) -> str:
 
 def _index(args: argparse.Namespace) -> int:
     repo = repository_url(args.repo)
-    rows = ["| # | notebook | GPU under `full` | time under `full` | open |", "| --- | --- | --- | --- | --- |"]
+    rows = [
+        "| # | notebook | GPU under `full` | time under `full` | open |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for path in course_notebooks():
         nb = nbformat.read(path, as_version=4)
         meta = nb.metadata.get("tutorlib", {})
