@@ -110,6 +110,42 @@ def evaluate(
     return Evaluation(experiment, configuration, summaries, grades, totals, path)
 
 
+def evaluate_references(
+    test: Any,
+    *,
+    judge: grading.LLMJudge | grading.OfflineJudge,
+    profile: Any,
+    experiment: str,
+    notebook: str,
+    rubric: str = "tweetsumm",
+) -> Evaluation:
+    """Grade one human summary per conversation against the others: what the judge gives a good summary.
+
+    The first reference plays the model's part and the remaining ones are the references, so the
+    offline proxy cannot simply match a summary against itself. A conversation with a single
+    reference has nothing to compare against and shows up as a failed judgment, not as zero.
+    """
+    summaries = [refs[0] if refs else "" for refs in test["references"]]
+    items = [
+        {"id": i, "dialogue": d, "summary": s, "references": refs[1:]}
+        for i, (d, s, refs) in enumerate(zip(test["dialogue"], summaries, test["references"], strict=True))
+    ]
+    grades = grading.grade_many(judge, rubric, items)
+    totals = grading.summarize_grades(grades, rubric)
+    configuration = "Human reference (leave-one-out)"
+    path = results.record(
+        experiment,
+        notebook=notebook,
+        profile=profile,
+        model="human",
+        method="reference",
+        scores=scores_from(totals),
+        judge=totals["judge"],
+        extra={"configuration": configuration, "test_examples": len(items)},
+    )
+    return Evaluation(experiment, configuration, summaries, grades, totals, path)
+
+
 def record_failure(
     experiment: str,
     *,
