@@ -120,3 +120,24 @@ def test_memory_savings_subtracts_peaks(setup):
     )
     assert table.loc["DistilGPT2 LoRA", "this run: MB saved"] == 200.0
     assert table.loc["DistilGPT2 LoRA", "document: MB saved (V100, cuda)"] == 228.0
+
+
+def test_grading_report_names_judge_counts_and_cost():
+    totals = {
+        "judge": "llm:gpt-4o@api.openai.com",
+        "graded": 48,
+        "failed": 2,
+        "input_tokens": 51234,
+        "output_tokens": 4100,
+        "cost_usd": 0.169,
+        "price_note": "as of writing",
+    }
+    line = course.grading_report(totals)
+    assert (
+        "graded 48, failed 2" in line
+        and "51,234 in" in line
+        and "~$0.1690" in line
+        and "as of writing" in line
+    )
+    assert "cost unknown" in course.grading_report({**totals, "cost_usd": None})
+    assert "free" in course.grading_report({**totals, "cost_usd": 0.0})

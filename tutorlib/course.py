@@ -39,6 +39,17 @@ class Evaluation:
         return frame.rename_axis(f"{self.configuration} · graded {t['graded']}, failed {t['failed']}")
 
 
+def grading_report(totals: Mapping[str, Any]) -> str:
+    """One line on how a set of summaries was graded: judge, graded/failed counts, tokens and estimated cost."""
+    cost = totals.get("cost_usd")
+    price = "free" if cost == 0 else ("cost unknown" if cost is None else f"~${cost:.4f}")
+    note = f" ({totals['price_note']})" if totals.get("price_note") and cost else ""
+    return (
+        f"judge {totals['judge']}: graded {totals['graded']}, failed {totals['failed']} (failures are not "
+        f"scored); tokens {totals['input_tokens']:,} in / {totals['output_tokens']:,} out, {price}{note}"
+    )
+
+
 def scores_from(totals: Mapping[str, Any]) -> dict[str, Any]:
     """The score fields a results record keeps from `grading.summarize_grades` output."""
     return {
@@ -84,6 +95,7 @@ def evaluate(
     ]
     grades = grading.grade_many(judge, rubric, items)
     totals = grading.summarize_grades(grades, rubric)
+    print(grading_report(totals))
     info = {"configuration": configuration, "test_examples": len(items), **(extra or {})}
     if run is not None:
         path = results.record_run(
@@ -132,6 +144,7 @@ def evaluate_references(
     ]
     grades = grading.grade_many(judge, rubric, items)
     totals = grading.summarize_grades(grades, rubric)
+    print(grading_report(totals))
     configuration = "Human reference (leave-one-out)"
     path = results.record(
         experiment,

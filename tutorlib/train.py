@@ -405,6 +405,9 @@ def _check_fields(cls: type, values: Mapping[str, Any], extra: Sequence[str] = (
         raise TypeError(f"{key!r} is not a field of {cls.__name__}: {hint}")
 
 
+_QUANTIZED_OPTIM = {True: "paged_adamw_8bit", False: "adamw_bnb_8bit"}
+
+
 def _fast_settings(fam: str, method: str, profile: Profile) -> dict[str, Any]:
     """What a current GPU makes worthwhile, over the document's values (each one can be overridden)."""
     values: dict[str, Any] = {
@@ -415,7 +418,9 @@ def _fast_settings(fam: str, method: str, profile: Profile) -> dict[str, Any]:
         # cost and memory grow with the square of the batch. benchmarks/README.md has the numbers.
         # Batches of similar length (group_by_length, set in _setup) remove most padding instead.
         "packing": False,
-        "optim": "paged_adamw_8bit" if method in QUANTIZED else "adamw_torch_fused",
+        # Paged optimizer states can spill to CPU RAM when a quantized 7B run nears the card's limit;
+        # without a GPU there is nothing to page from, so the same 8-bit AdamW runs unpaged.
+        "optim": _QUANTIZED_OPTIM[profile.device == "cuda"] if method in QUANTIZED else "adamw_torch_fused",
         "activation_checkpointing": fam in _LARGE_FAMILIES,
     }
     if profile.device == "cuda":
@@ -669,7 +674,9 @@ def _setup(
     model.config.use_cache = False  # the KV cache is useless in training and conflicts with checkpointing
     if quantization is not None:
         # Casts norms and embeddings to fp32 for stable training; the Trainer turns on checkpointing itself.
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        with warnings.catch_warnings():  # peft still asks the model by its pre-v5 attribute name
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     peft_config = None
     if method != "full":
         peft_config = copy.deepcopy(lora) if lora is not None else LORA_PRESETS[preset]()
