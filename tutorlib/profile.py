@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -211,6 +212,10 @@ def quiet_libraries() -> None:
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    # Library-internal notices a learner can do nothing about: trl/peft still read a model attribute
+    # by its pre-v5 name, and peft announces that it handles GPT-2's Conv1D layers correctly.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    warnings.filterwarnings("ignore", message="fan_in_fan_out is set to False", category=UserWarning)
 
 
 def _default_dtype() -> torch.dtype:

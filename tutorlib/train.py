@@ -674,9 +674,7 @@ def _setup(
     model.config.use_cache = False  # the KV cache is useless in training and conflicts with checkpointing
     if quantization is not None:
         # Casts norms and embeddings to fp32 for stable training; the Trainer turns on checkpointing itself.
-        with warnings.catch_warnings():  # peft still asks the model by its pre-v5 attribute name
-            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     peft_config = None
     if method != "full":
         peft_config = copy.deepcopy(lora) if lora is not None else LORA_PRESETS[preset]()
