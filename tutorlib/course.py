@@ -225,7 +225,7 @@ def memory_savings(profile_name: str, *, baseline: str, others: list[str]) -> pd
                 "this run: MB saved": saving,
             }
         )
-    return pd.DataFrame(rows).set_index("configuration")
+    return pd.DataFrame(rows).set_index("configuration").round(1)
 
 
 def attempt_finetune(
