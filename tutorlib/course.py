@@ -61,6 +61,40 @@ def scores_from(totals: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _grade_and_record(
+    items: list[dict[str, Any]],
+    summaries: list[str],
+    *,
+    judge: grading.LLMJudge | grading.OfflineJudge,
+    rubric: str,
+    profile: Any,
+    experiment: str,
+    notebook: str,
+    configuration: str,
+    model_name: str,
+    method: str,
+    run: Any = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Evaluation:
+    """Grade the items, print how, and write the record (with the run's time and memory when there is one)."""
+    grades = grading.grade_many(judge, rubric, items)
+    totals = grading.summarize_grades(grades, rubric)
+    print(grading_report(totals))
+    common = {
+        "notebook": notebook,
+        "profile": profile,
+        "model": model_name,
+        "scores": scores_from(totals),
+        "judge": totals["judge"],
+        "extra": {"configuration": configuration, "test_examples": len(items), **(extra or {})},
+    }
+    if run is not None:
+        path = results.record_run(experiment, run, **common)
+    else:
+        path = results.record(experiment, method=method, **common)
+    return Evaluation(experiment, configuration, summaries, grades, totals, path)
+
+
 def evaluate(
     model: Any,
     tokenizer: Any,
@@ -93,33 +127,20 @@ def evaluate(
         {"id": i, "dialogue": d, "summary": s, "references": refs}
         for i, d, s, refs in zip(ids, test["dialogue"], summaries, test["references"], strict=True)
     ]
-    grades = grading.grade_many(judge, rubric, items)
-    totals = grading.summarize_grades(grades, rubric)
-    print(grading_report(totals))
-    info = {"configuration": configuration, "test_examples": len(items), **(extra or {})}
-    if run is not None:
-        path = results.record_run(
-            experiment,
-            run,
-            notebook=notebook,
-            profile=profile,
-            scores=scores_from(totals),
-            model=model_name,
-            judge=totals["judge"],
-            extra=info,
-        )
-    else:
-        path = results.record(
-            experiment,
-            notebook=notebook,
-            profile=profile,
-            model=model_name,
-            method=method,
-            scores=scores_from(totals),
-            judge=totals["judge"],
-            extra=info,
-        )
-    return Evaluation(experiment, configuration, summaries, grades, totals, path)
+    return _grade_and_record(
+        items,
+        summaries,
+        judge=judge,
+        rubric=rubric,
+        profile=profile,
+        experiment=experiment,
+        notebook=notebook,
+        configuration=configuration,
+        model_name=model_name,
+        method=method,
+        run=run,
+        extra=extra,
+    )
 
 
 def evaluate_references(
@@ -142,21 +163,18 @@ def evaluate_references(
         {"id": i, "dialogue": d, "summary": s, "references": refs[1:]}
         for i, (d, s, refs) in enumerate(zip(test["dialogue"], summaries, test["references"], strict=True))
     ]
-    grades = grading.grade_many(judge, rubric, items)
-    totals = grading.summarize_grades(grades, rubric)
-    print(grading_report(totals))
-    configuration = "Human reference (leave-one-out)"
-    path = results.record(
-        experiment,
-        notebook=notebook,
+    return _grade_and_record(
+        items,
+        summaries,
+        judge=judge,
+        rubric=rubric,
         profile=profile,
-        model="human",
+        experiment=experiment,
+        notebook=notebook,
+        configuration="Human reference (leave-one-out)",
+        model_name="human",
         method="reference",
-        scores=scores_from(totals),
-        judge=totals["judge"],
-        extra={"configuration": configuration, "test_examples": len(items)},
     )
-    return Evaluation(experiment, configuration, summaries, grades, totals, path)
 
 
 def record_failure(
