@@ -1,116 +1,138 @@
-"""The figures draw the expected bars and lines and write non-empty PNGs into images_dir()."""
-
-from __future__ import annotations
+"""The figures draw the expected bars and lines and write PNGs into images_dir()."""
 
 import pytest
-from matplotlib.patches import Rectangle
+from matplotlib.figure import Figure
 
-from tutorlib import paths, plots
+from tutorlib import paths, plots, results
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def _bars(ax):
-    return [p for container in ax.containers for p in container if isinstance(p, Rectangle)]
+@pytest.fixture(autouse=True)
+def _own_images_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("TUTORLIB_IMAGES", str(tmp_path / "images"))
 
 
 def _assert_png(name):
-    path = paths.images_dir() / name
-    assert path.is_file()
-    data = path.read_bytes()
+    data = (paths.images_dir() / name).read_bytes()
     assert data.startswith(PNG_MAGIC) and len(data) > 1000
 
 
-def _records():
-    def rec(configuration, total, customer, agent, two, failed=None):
-        scores = (
-            {} if failed else {"total": total, "customer": customer, "agent": agent, "two_sentences": two}
-        )
-        return {
-            "configuration": configuration,
-            "scores": scores,
-            "judge": "offline proxy",
-            "profile": "smoke",
-            "failed": failed,
-        }
+def _rec(configuration, total=None, customer=None, agent=None, two=None, failed=None):
+    """A results record as `results.load_records` returns it (only the keys the figures read)."""
+    scores = {} if failed else {"total": total, "customer": customer, "agent": agent, "two_sentences": two}
+    extra = {"configuration": configuration, **({"failed": failed} if failed else {})}
+    name = configuration.lower().replace(" ", "_")
+    return {
+        "experiment": name,
+        "scores": scores,
+        "extra": extra,
+        "judge": "offline proxy",
+        "profile": "smoke",
+    }
 
+
+def _records():
     return [
-        rec("DistilGPT2 base", 2, 0, 0, 2),
-        rec("DistilGPT2 full fine-tune", 67, 11, 13, 43),
-        rec("Llama-2-7B full fine-tune", None, None, None, None, failed="OOM"),
-        rec("Llama-2-7B LoRA", 131, 45, 40, 46),
+        _rec("DistilGPT2 base", 2, 0, 0, 2),
+        _rec("DistilGPT2 full fine-tune", 67, 11, 13, 43),
+        _rec("Llama-2-7B full fine-tune", failed="OOM"),
+        _rec("Llama-2-7B LoRA", 131, 45, 40, 46),
     ]
 
 
-def test_figure1_draws_totals_on_top_and_criteria_below():
-    fig = plots.figure1(_records(), save="figure1_test.png")
+def _by_label(ax, label):
+    (container,) = [c for c in ax.containers if c.get_label() == label]
+    return list(container)
+
+
+def test_figure1_draws_totals_on_top_and_criteria_below_with_the_failed_run_dashed():
+    fig = plots.figure1(_records(), max_total=150, title="TWEETSUMM", save="figure1_test.png")
+    assert isinstance(fig, Figure)
     top, bottom = fig.axes[:2]
-    assert len(_bars(top)) == 4
-    assert len(_bars(bottom)) == 12
-    assert [b.get_height() for b in _bars(top)] == [2, 67, 150, 131]  # the failed bar spans the axis
-    failed_bar = _bars(top)[2]
-    assert not failed_bar.get_fill()
-    assert any("failed (OOM)" in t.get_text() for t in top.texts)
+    run = _by_label(top, "this run")
+    assert len(run) == 4 and len(top.containers) == 1  # no reference: this run's bars only
+    assert sum(len(c) for c in bottom.containers) == 12
+    assert [b.get_height() for b in run] == [2, 67, 150, 131]  # the failed bar spans the axis
+    assert not run[2].get_fill() and run[2].get_linestyle() == "--"
+    assert run[1].get_fill() and run[1].get_linestyle() != "--"
+    assert [list(c)[2].get_linestyle() for c in bottom.containers] == ["--"] * 3  # every criterion
+    assert any(t.get_text() == "failed (OOM)" for t in top.texts)
     assert [t.get_text() for t in top.get_xticklabels()][2] == "Llama-2-7B full fine-tune"
-    assert "judge: offline proxy" in fig.get_suptitle()
-    assert "profile: smoke" in fig.get_suptitle()
+    assert "judge: offline proxy" in fig.get_suptitle() and "profile: smoke" in fig.get_suptitle()
     _assert_png("figure1_test.png")
 
 
-def test_figure1_reads_results_records_and_refuses_missing_scores():
-    records = [
-        {
-            "experiment": "lora",
-            "scores": {"total": 10, "customer": 3, "agent": 3, "two_sentences": 4},
-            "judge": "gpt-4o",
-            "profile": "full",
-            "extra": {"configuration": "LoRA"},
-        },
-        {
-            "experiment": "full",
-            "scores": {},
-            "judge": "gpt-4o",
-            "profile": "full",
-            "extra": {"failed": "OOM"},
-        },
+def test_figure1_draws_the_documents_totals_beside_this_runs():
+    small = [  # a smoke run grades a few summaries: its totals are out of 24, the document's out of 150
+        _rec("DistilGPT2 base", 1, 0, 0, 1),
+        _rec("DistilGPT2 full fine-tune", 9, 2, 3, 4),
+        _rec("Llama-2-7B full fine-tune", failed="OOM"),
     ]
-    fig = plots.figure1(records)
-    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["LoRA", "full"]
-    assert "judge: gpt-4o" in fig.get_suptitle()
+    fig = plots.figure1(small, results.reference("000"), max_total=24, title="TWEETSUMM")
+    top = fig.axes[0]
+    names = [t.get_text() for t in top.get_xticklabels()]
+    # The whole document: its Table 1 and 2 configurations, not the prose's repeats or its 20-epoch aside.
+    assert len(names) == 8 and not any("20 epochs" in n for n in names)
+    doc, run = _by_label(top, "document"), _by_label(top, "this run")
+    assert len(doc) == len(run) == len(names)  # twice the bars: the document's beside this run's
+    assert all(not b.get_fill() for b in doc)  # hollow: the document's, not this run's
+    heights = dict(zip(names, [b.get_height() for b in doc], strict=True))
+    assert heights["DistilGPT2 LoRA\n(no record)"] == 58  # the document's bar stays without a record
+    assert heights["Llama-2-7B LoRA\n(no record)"] == 131
+    assert run[names.index("DistilGPT2 LoRA\n(no record)")].get_height() == 0
+    assert run[names.index("DistilGPT2 full fine-tune")].get_height() == 9
+    assert top.get_ylim()[1] >= 131  # the axis reaches the document's largest total, not only this run's 24
+    failed = names.index("Llama-2-7B full fine-tune")
+    assert doc[failed].get_linestyle() == run[failed].get_linestyle() == "--"  # failed in both
+    assert doc[0].get_x() < run[0].get_x()  # side by side, the document's first
+
+
+def test_figure1_refuses_a_record_without_a_criterion_and_an_empty_figure():
+    incomplete = _rec("x", 1, 1, None, 1)
     with pytest.raises(ValueError, match="no score 'agent'"):
-        plots.figure1([{"configuration": "x", "scores": {"total": 1, "customer": 1, "two_sentences": 1}}])
+        plots.figure1([incomplete], max_total=150, title="t")
     with pytest.raises(ValueError, match="at least one record"):
-        plots.figure1([])
+        plots.figure1([], max_total=150, title="t")
 
 
-def test_loss_curves_draw_one_line_per_logged_loss():
+def test_loss_curves_draw_this_runs_losses_solid_and_the_reference_dashed():
     history = [
         {"loss": 2.0, "step": 1},
         {"loss": 1.5, "step": 2},
         {"eval_loss": 1.7, "step": 2},
         {"train_runtime": 3.0, "step": 2},  # the final summary entry has no loss
     ]
-    fig = plots.loss_curves(history, save="loss_test.png")
+    fig = plots.loss_curves(history, title="t", save="loss_test.png")
     ax = fig.axes[0]
     assert len(ax.lines) == 2
     assert list(ax.lines[0].get_ydata()) == [2.0, 1.5]
     _assert_png("loss_test.png")
-    assert len(plots.loss_curves(history[:2]).axes[0].lines) == 1
+    with_ref = plots.loss_curves(history, [{"loss": 3.0, "step": 1}, {"loss": 2.5, "step": 2}], title="t")
+    assert [line.get_linestyle() for line in with_ref.axes[0].lines] == ["-", "-", "--"]
+    document = plots.loss_curves(history, results.reference("003", "Training log"), title="t").axes[0]
+    dashed = [line for line in document.lines if line.get_linestyle() == "--"]
+    assert len(dashed) == 2 and all(len(line.get_xdata()) == 40 for line in dashed)
+    assert list(dashed[1].get_xdata()[:2]) == [25, 50]
     with pytest.raises(ValueError, match="no 'loss'"):
-        plots.loss_curves([{"train_runtime": 1.0, "step": 1}])
+        plots.loss_curves([{"train_runtime": 1.0, "step": 1}], title="t")
 
 
-def test_bars_label_every_value():
+def test_bars_label_every_value_and_draw_a_reference_line():
     fig = plots.bars(
-        {"full": 1200.0, "LoRA": 972.0, "QLoRA": 864.0},
-        ylabel="peak MB",
+        {"full": 104.0, "LoRA": 9.7, "QLoRA": 7.9},
+        ylabel="GB",
         title="memory",
+        line=(16, "16 GB V100"),
         save="bars_test.png",
     )
     ax = fig.axes[0]
-    assert [b.get_height() for b in _bars(ax)] == [1200.0, 972.0, 864.0]
-    assert [t.get_text() for t in ax.texts] == ["1200", "972", "864"]
+    assert [b.get_height() for b in ax.containers[0]] == [104.0, 9.7, 7.9]
+    assert [t.get_text() for t in ax.texts][:3] == ["104", "9.7", "7.9"]
+    assert [tuple(line.get_ydata()) for line in ax.get_lines()] == [(16, 16)]
     _assert_png("bars_test.png")
+    with pytest.raises(ValueError, match="at least one value"):
+        plots.bars({}, ylabel="s", title="t")
 
 
 def test_save_takes_a_png_file_name_only():
@@ -122,17 +144,11 @@ def test_save_takes_a_png_file_name_only():
 
 def test_histogram_draws_one_series_per_name_and_rejects_empty():
     fig = plots.histogram(
-        {"a": [1, 2, 2, 3], "b": [5, 6]}, xlabel="tokens", title="t", bins=4, save="hist.png"
+        {"a": [1, 2, 2, 3], "b": [5, 6], "empty": []}, xlabel="tokens", title="t", save="h.png"
     )
     ax = fig.axes[0]
-    assert len(ax.containers) == 2 and all(len(c) == 4 for c in ax.containers)
-    assert (paths.images_dir() / "hist.png").stat().st_size > 0
+    assert len(ax.containers) == 2
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["a (n=4, median 2)", "b (n=2, median 6)"]
+    _assert_png("h.png")
     with pytest.raises(ValueError, match="non-empty series"):
         plots.histogram({"a": []}, xlabel="x", title="t")
-
-
-def test_bars_draws_reference_line():
-    fig = plots.bars({"full": 104.0, "qlora": 7.9}, ylabel="GB", title="t", line=(16, "16 GB V100"))
-    ax = fig.axes[0]
-    assert len(ax.containers[0]) == 2
-    assert [tuple(line.get_ydata()) for line in ax.get_lines()] == [(16, 16)]

@@ -1,4 +1,4 @@
-"""tutorlib.profile: choosing a profile, per-model dtype, sizes, seeding, the card."""
+"""tutorlib.profile: choosing a profile, per-model dtype, sizes, seeding, secrets, the card."""
 
 from __future__ import annotations
 
@@ -13,43 +13,48 @@ from tutorlib import profile as prof
 def test_default_without_cuda_is_smoke(monkeypatch):
     monkeypatch.delenv("TUTORLIB_PROFILE", raising=False)
     p = prof.detect()
-    assert p.name == "smoke"
-    assert p.device == "cpu" and p.dtype == torch.float32
+    assert p.name == "smoke" and p.device == "cpu" and p.dtype == torch.float32
 
 
 def test_env_and_argument_choose_profile(monkeypatch):
     monkeypatch.setenv("TUTORLIB_PROFILE", "FULL")
     assert prof.detect().name == "full"
     assert prof.detect("smoke").name == "smoke"
-
-
-def test_unknown_profile_lists_valid_ones():
     with pytest.raises(ValueError, match=r"unknown profile 'tiny'.*full, smoke"):
         prof.detect("tiny")
-
-
-def test_unknown_model_lists_valid_ones():
-    p = prof.detect("full")
-    with pytest.raises(ValueError, match=r"unknown model name 'gpt-5'.*distilgpt2.*microsoft/phi-2"):
-        p.model("gpt-5")
 
 
 def test_full_profile_names_hub_ids_and_honours_overrides(monkeypatch):
     monkeypatch.setenv("TUTORLIB_MODEL_OVERRIDES", "llama-2-7b=someone/llama-2-7b-ungated")
     p = prof.detect("full")
     assert p.model("flan-t5-base") == "google/flan-t5-base"
+    assert p.model("distilgpt2") == "distilbert/distilgpt2"
     assert p.model("meta-llama/Llama-2-7b-hf") == "someone/llama-2-7b-ungated"
-    monkeypatch.setenv("TUTORLIB_MODEL_OVERRIDES", "llama-2-7b")
-    with pytest.raises(ValueError, match="no '='"):
+    with pytest.raises(ValueError, match=r"unknown model 'gpt-5'.*distilgpt2"):
+        p.model("gpt-5")
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["llama-2-7b", "llama-2-7b=", "=x/y", "llama-2-7b=a/b;phi-2=c/d", "llama-2-7b=a/b,meta-llama/Llama-2-7b-hf=c/d"],
+)
+def test_malformed_overrides_name_the_variable(monkeypatch, value):
+    monkeypatch.setenv("TUTORLIB_MODEL_OVERRIDES", value)
+    with pytest.raises(ValueError, match="TUTORLIB_MODEL_OVERRIDES"):
         prof.detect("full")
+
+
+def test_empty_overrides_are_no_overrides(monkeypatch):
+    monkeypatch.setenv("TUTORLIB_MODEL_OVERRIDES", " , ")
+    assert prof.detect("full").model_overrides == {}
 
 
 def test_t5_never_gets_fp16():
     p = prof.Profile(name="full", device="cuda", dtype=torch.float16)
     assert p.dtype_for("google/flan-t5-base") == torch.float32
     assert p.dtype_for("distilgpt2") == torch.float16
-    bf16 = prof.Profile(name="full", device="cuda", dtype=torch.bfloat16)
-    assert bf16.dtype_for("flan-t5-base") == torch.bfloat16
+    assert p.train_args("flan-t5-base")["fp16"] is False and p.train_args("distilgpt2")["fp16"] is True
+    assert prof.Profile(name="full", device="cuda", dtype=torch.bfloat16).dtype_for("flan-t5-base") == torch.bfloat16
 
 
 def test_examples_cap_only_under_smoke():
@@ -61,13 +66,11 @@ def test_examples_cap_only_under_smoke():
         full.examples("valid", 3)
 
 
-def test_train_args_apply_profile_over_document():
-    doc = {"learning_rate": 2e-4, "num_train_epochs": 5, "weight_decay": 0.01}
-    assert prof.detect("full").train_args(**doc) == doc
-    smoke = prof.detect("smoke").train_args(**doc)
-    # smoke replaces the run length (and the learning rate, for random stand-ins) but keeps the rest
-    assert smoke["weight_decay"] == 0.01 and smoke["max_steps"] > 0 and "num_train_epochs" not in smoke
-    assert smoke["learning_rate"] == prof._TRAIN_OVERRIDES["smoke"]["learning_rate"]
+def test_train_args_shorten_smoke_and_set_precision():
+    smoke = prof.detect("smoke").train_args("distilgpt2")
+    assert smoke["max_steps"] > 0 and smoke["use_cpu"] is True and smoke["bf16"] is False
+    full = prof.Profile(name="full", device="cuda", dtype=torch.bfloat16).train_args("llama-2-7b")
+    assert full == {"bf16": True, "fp16": False, "report_to": "none"}
 
 
 def test_seeding_repeats_draws():
@@ -80,18 +83,16 @@ def test_seeding_repeats_draws():
 
 def test_card_names_profile_device_dtype_and_versions():
     card = prof.detect("smoke").card()
-    for word in (
-        "profile=smoke",
-        "device=cpu",
-        "dtype=float32",
-        "torch",
-        "transformers",
-        "trl",
-        "peft",
-        "bitsandbytes",
-    ):
+    for word in ("profile=smoke", "device=cpu", "dtype=float32", "transformers", "trl", "peft", "bitsandbytes"):
         assert word in card
     assert "\n" not in card
+
+
+def test_blank_secret_is_no_secret(monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "   ")
+    assert prof.secret("HF_TOKEN") is None
+    monkeypatch.setenv("HF_TOKEN", " hf_abc ")
+    assert prof.secret("HF_TOKEN") == "hf_abc"
 
 
 def test_hub_login_reads_env_and_never_prints_token(monkeypatch, capsys):

@@ -1,9 +1,10 @@
-"""Prompt templates: prompt/completion shapes, cutting generations, dataset conversion."""
+"""Prompt templates: prompt/completion shapes, the token-prefix property, cutting generations, conversion."""
 
 from __future__ import annotations
 
 import pytest
 from datasets import Dataset, DatasetDict
+from tokenizers import ByteLevelBPETokenizer
 
 from tutorlib.templates import TEMPLATES, Template, to_prompt_completion, to_seq2seq, to_text
 
@@ -23,10 +24,16 @@ HEADERS = {
 
 
 def test_the_four_documents_have_templates():
-    assert set(TEMPLATES) == {"tweetsumm", "flan_t5", "falcon_samsum", "phi2"}
-    assert [t.name for t in TEMPLATES.values()] == list(TEMPLATES)
+    assert {name: t.document for name, t in TEMPLATES.items()} == {
+        "tweetsumm": "000",
+        "flan_t5": "001",
+        "falcon_samsum": "002",
+        "phi2": "003",
+    }
+    assert all(t.name == name for name, t in TEMPLATES.items())
     assert TEMPLATES["tweetsumm"].end_marker == "<END_OF_SECOND_SENTENCE>"
     assert TEMPLATES["flan_t5"].seq2seq and not any(TEMPLATES[n].seq2seq for n in CAUSAL)
+    assert TEMPLATES["flan_t5"].instruction == "Summarize the following conversation."  # document 001's words
 
 
 @pytest.mark.parametrize("name", list(TEMPLATES))
@@ -34,14 +41,13 @@ def test_prompt_ends_with_the_summary_header_and_no_space(name):
     template = TEMPLATES[name]
     prompt = template.prompt(DIALOGUE)
     assert prompt.endswith(HEADERS[name])
-    assert prompt == prompt.rstrip()
-    assert DIALOGUE.strip() in prompt
-    assert template.instruction in prompt
+    assert DIALOGUE.strip() in prompt and template.instruction in prompt
 
 
-def test_tweetsumm_prompt_keeps_the_documented_sections_in_order():
-    prompt = TEMPLATES["tweetsumm"].prompt(DIALOGUE)
-    positions = [prompt.index(h) for h in ("### Instruction:", "### Conversation:", "### Summary:")]
+@pytest.mark.parametrize(("name", "sections"), [("tweetsumm", "Conversation"), ("falcon_samsum", "Dialogue")])
+def test_the_documents_sections_in_order(name, sections):
+    prompt = TEMPLATES[name].prompt(DIALOGUE)
+    positions = [prompt.index(f"### {h}:") for h in ("Instruction", sections, "Summary")]
     assert positions == sorted(positions)
 
 
@@ -52,56 +58,60 @@ def test_braces_in_a_dialogue_are_kept_literally():
 
 @pytest.mark.parametrize("bad", ["", "   \n", None])
 def test_prompt_rejects_an_empty_dialogue(bad):
-    with pytest.raises(ValueError, match="dialogue"):
+    with pytest.raises(ValueError, match="template 'tweetsumm': expected a non-empty dialogue"):
         TEMPLATES["tweetsumm"].prompt(bad)
 
 
-def test_tweetsumm_completion_is_one_space_summary_space_marker():
-    completion = TEMPLATES["tweetsumm"].completion(SUMMARY)
-    assert completion == f" {CLEAN_SUMMARY} <END_OF_SECOND_SENTENCE>"
-    assert completion.startswith(" ") and not completion.startswith("  ")
-
-
-def test_completion_without_a_marker_and_for_seq2seq():
+def test_completions():
+    assert TEMPLATES["tweetsumm"].completion(SUMMARY) == f" {CLEAN_SUMMARY} <END_OF_SECOND_SENTENCE>"
     assert TEMPLATES["falcon_samsum"].completion(SUMMARY) == f" {CLEAN_SUMMARY}"
     assert TEMPLATES["phi2"].completion(SUMMARY) == f" {CLEAN_SUMMARY}"
-    assert TEMPLATES["flan_t5"].completion(SUMMARY) == CLEAN_SUMMARY  # decoder target: bare
+    assert TEMPLATES["flan_t5"].completion(SUMMARY) == CLEAN_SUMMARY  # the decoder's target: bare
+    with pytest.raises(ValueError, match="expected a summary string, got None"):
+        TEMPLATES["phi2"].completion(None)
 
 
 @pytest.mark.parametrize("name", CAUSAL)
 def test_text_is_prompt_then_completion(name):
     t = TEMPLATES[name]
     assert t.text(DIALOGUE, SUMMARY) == t.prompt(DIALOGUE) + t.completion(SUMMARY)
-    assert t.text(DIALOGUE, SUMMARY).endswith(
-        HEADERS[name] + " " + CLEAN_SUMMARY + (f" {t.end_marker}" if t.end_marker else "")
-    )
+
+
+@pytest.fixture(scope="module")
+def byte_level():
+    tok = ByteLevelBPETokenizer()
+    texts = [t.text(DIALOGUE, SUMMARY) for t in TEMPLATES.values()] * 20
+    tok.train_from_iterator(texts, vocab_size=400, min_frequency=1, show_progress=False)
+    return tok
+
+
+@pytest.mark.parametrize("name", CAUSAL)
+def test_prompt_tokens_are_an_exact_prefix_of_the_whole_text(byte_level, name):
+    t = TEMPLATES[name]
+    prompt = byte_level.encode(t.prompt(DIALOGUE)).ids
+    assert byte_level.encode(t.text(DIALOGUE, SUMMARY)).ids[: len(prompt)] == prompt
+    # The failure this avoids: a prompt ending in the space tokenizes differently alone.
+    spaced = byte_level.encode(t.prompt(DIALOGUE) + " ").ids
+    assert byte_level.encode(t.prompt(DIALOGUE) + " " + CLEAN_SUMMARY).ids[: len(spaced)] != spaced
 
 
 @pytest.mark.parametrize("name", list(TEMPLATES))
 def test_cut_recovers_the_training_summary(name):
-    t = TEMPLATES[name]
-    assert t.cut(t.completion(SUMMARY)) == CLEAN_SUMMARY
+    assert TEMPLATES[name].cut(TEMPLATES[name].completion(SUMMARY)) == CLEAN_SUMMARY
 
 
 # Hand-written continuations in the shapes document 000 shows: a fine-tuned small model writes two
-# sentences and then keeps emitting mangled copies of the marker; a base model restarts the prompt.
+# sentences and then mangled copies of the marker; a base model restarts the prompt.
+FEES = "Customer asks about fees. Agent says none apply."
 TWEETSUMM_CASES = [
-    (
-        " Customer wants a refund for a cracked screen. Agent asks for the order number in a DM. "
-        '<END_OF_SECOND_SENTENCE>\n<END_SENTENCE> <END_OF_SECOND_SENTENCE>>"") <END_SENTENCE>\n<END_OF_SECOND',
-        "Customer wants a refund for a cracked screen. Agent asks for the order number in a DM.",
-    ),
-    (
-        " Customer cannot log in after the update. Agent suggests reinstalling the app. "
-        "<END_OF_SECOND_SENTENCE>\n<END_OF_FIRST_SENTENCE>",
-        "Customer cannot log in after the update. Agent suggests reinstalling the app.",
-    ),
-    (" Customer asks about fees. Agent says none apply. <END_SENTENCE> <END_OF_SECOND_SENTENCE>", None),
-    (" Customer asks about fees. Agent says none apply. <END_OF_SEC", None),
-    (" Customer asks about fees. Agent says none apply. <EN", None),
-    (" Customer asks about fees. Agent says none apply. <", None),
-    (' Customer asks about fees. Agent says none apply.>>"") <END', None),
-    (" Customer asks about fees. Agent says none apply.\n\n### Instruction:\nRead the following", None),
+    (f' {FEES} <END_OF_SECOND_SENTENCE>\n<END_SENTENCE> <END_OF_SECOND_SENTENCE>>"") <END_OF_SECOND', FEES),
+    (f" {FEES} <END_OF_SECOND_SENTENCE>\n<END_OF_FIRST_SENTENCE>", FEES),
+    (f" {FEES} <END_SENTENCE> <END_OF_SECOND_SENTENCE>", FEES),
+    (f" {FEES} <END_OF_SEC", FEES),
+    (f" {FEES} <EN", FEES),
+    (f" {FEES} <", FEES),
+    (f' {FEES}>>"") <END', FEES),
+    (f" {FEES}\n\n### Instruction:\nRead the following", FEES),
     (" \n### Instruction:\n### Conversation:\nCustomer: hi, my Acc was linked", ""),
     (
         "  Customer asks about fees.   Agent says none apply.  ",
@@ -116,72 +126,62 @@ TWEETSUMM_CASES = [
 
 @pytest.mark.parametrize(("generated", "expected"), TWEETSUMM_CASES)
 def test_tweetsumm_cut_on_generations(generated, expected):
-    expected = "Customer asks about fees. Agent says none apply." if expected is None else expected
     assert TEMPLATES["tweetsumm"].cut(generated) == expected
 
 
-def test_other_templates_cut_at_a_repeated_header_only():
-    falcon = TEMPLATES["falcon_samsum"]
-    assert (
-        falcon.cut(" Amanda baked cookies for Jerry.\n\n### Dialogue:\nAmanda: hi")
-        == "Amanda baked cookies for Jerry."
-    )
-    phi = TEMPLATES["phi2"]
+def test_other_templates_cut_at_a_restarted_prompt_or_a_marker():
+    falcon, phi, flan = TEMPLATES["falcon_samsum"], TEMPLATES["phi2"], TEMPLATES["flan_t5"]
+    assert falcon.cut(" Amanda baked cookies.\n\n### Dialogue:\nAmanda: hi") == "Amanda baked cookies."
+    assert falcon.cut(" Amanda sends <file_photo> to Jerry <3") == "Amanda sends <file_photo> to Jerry <3"
     # DialogSum speaker tags (#Person1#) must survive; a new "Instruct:" turn must not.
-    assert (
-        phi.cut(" #Person1# asks #Person2# the way to the bank.\nInstruct: Summarize this")
-        == "#Person1# asks #Person2# the way to the bank."
-    )
+    assert phi.cut(" #Person1# asks the way.\nInstruct: Summarize this") == "#Person1# asks the way."
     assert phi.cut(" #Person1# pays.<|endoftext|>Output: more") == "#Person1# pays."
-    assert TEMPLATES["flan_t5"].cut("  #Person1# greets #Person2#. ") == "#Person1# greets #Person2#."
+    assert flan.cut("  #Person1# greets #Person2#. ") == "#Person1# greets #Person2#."
+    assert (
+        Template("x", "-", "Do it.", "{instruction}\n{dialogue}\nTL;DR:", end_marker="[done]").cut(
+            " a. [done] b"
+        )
+        == "a."
+    )
 
 
-def test_a_layout_with_a_trailing_space_is_rejected():
-    with pytest.raises(ValueError, match="whitespace"):
-        Template(name="bad", source="test", instruction="x", layout="{instruction}\n{dialogue}\nSummary: ")
-    with pytest.raises(ValueError, match="dialogue"):
-        Template(name="bad", source="test", instruction="x", layout="{instruction} Summary:")
+def _records() -> Dataset:
+    return Dataset.from_list(
+        [
+            {"id": "a", "dialogue": DIALOGUE, "summary": SUMMARY, "topic": "travel"},
+            {"id": "b", "dialogue": "Ann: hi\nBob: hello", "summary": "Ann and Bob greet.", "topic": "chat"},
+        ]
+    )
 
 
-def _records(with_id: bool = True) -> Dataset:
-    rows = [
-        {"id": "a", "dialogue": DIALOGUE, "summary": SUMMARY, "topic": "travel"},
-        {"id": "b", "dialogue": "Ann: hi\nBob: hello", "summary": "Ann and Bob greet.", "topic": "chat"},
-    ]
-    if not with_id:
-        rows = [{k: v for k, v in r.items() if k != "id"} for r in rows]
-    return Dataset.from_list(rows)
-
-
-def test_to_prompt_completion_builds_the_trl_columns():
+def test_to_prompt_completion_builds_only_the_trl_columns():
     t = TEMPLATES["tweetsumm"]
     out = to_prompt_completion(_records(), t)
-    assert sorted(out.column_names) == ["completion", "id", "prompt"]
-    assert out["id"] == ["a", "b"]
+    assert out.column_names == ["prompt", "completion"]
     assert out[0]["prompt"] == t.prompt(DIALOGUE)
     assert out[1]["completion"] == " Ann and Bob greet. <END_OF_SECOND_SENTENCE>"
 
 
-def test_conversions_without_id_and_on_a_datasetdict():
+def test_to_text_on_a_datasetdict():
     t = TEMPLATES["falcon_samsum"]
-    assert to_text(_records(with_id=False), t).column_names == ["text"]
-    splits = to_text(DatasetDict(train=_records(), test=_records(with_id=False)), t)
-    assert sorted(splits["train"].column_names) == ["id", "text"]
+    splits = to_text(DatasetDict(train=_records(), test=_records()), t)
+    assert list(splits) == ["train", "test"] and splits["train"].column_names == ["text"]
     assert splits["test"]["text"][1] == t.text("Ann: hi\nBob: hello", "Ann and Bob greet.")
 
 
 def test_to_seq2seq_targets_the_bare_summary():
     out = to_seq2seq(_records(), TEMPLATES["flan_t5"])
-    assert sorted(out.column_names) == ["completion", "id", "prompt"]
+    assert out.column_names == ["prompt", "completion"]
     assert out["completion"] == [CLEAN_SUMMARY, "Ann and Bob greet."]
-    assert out[0]["prompt"].startswith("Summarize the following conversation.")
+    assert out[0]["prompt"].startswith("Summarize the following conversation.\n\nCustomer:")
 
 
 @pytest.mark.parametrize("convert", [to_prompt_completion, to_text, to_seq2seq])
 def test_a_missing_column_is_named(convert):
-    no_summary = Dataset.from_list([{"id": "a", "dialogue": DIALOGUE}])
-    with pytest.raises(ValueError, match=r"missing column\(s\) summary.*expected columns dialogue, summary"):
-        convert(no_summary, TEMPLATES["tweetsumm"])
+    with pytest.raises(
+        ValueError, match="missing column\\(s\\) summary: expected dialogue, summary; found id, dialogue"
+    ):
+        convert(Dataset.from_list([{"id": "a", "dialogue": DIALOGUE}]), TEMPLATES["tweetsumm"])
     no_dialogue = DatasetDict(train=Dataset.from_list([{"text": "x", "summary": "y"}]))
-    with pytest.raises(ValueError, match="missing column\\(s\\) dialogue.*found: text, summary"):
+    with pytest.raises(ValueError, match="missing column\\(s\\) dialogue: .*found text, summary"):
         convert(no_dialogue, TEMPLATES["tweetsumm"])

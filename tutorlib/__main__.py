@@ -1,10 +1,4 @@
-"""Command line: `python -m tutorlib run [NOTEBOOK ...]` and `python -m tutorlib index [--repo URL]`.
-
-`run` executes the course notebooks headless, in order, writes executed copies to `runs/`, and prints
-the table of recorded results. It stops at the first failing cell and names the notebook and cell.
-`index` rewrites the Open-in-Colab badges (README notebook table, each notebook's title cell and its
-set-up cell's clone URL) from one repository URL, so a fork changes one setting.
-"""
+"""`python -m tutorlib run [NB ...]` executes notebooks headless; `index` writes badges and set-up cells."""
 
 from __future__ import annotations
 
@@ -12,19 +6,36 @@ import argparse
 import os
 import re
 import sys
-import time
 import tomllib
-from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
+from nbclient import NotebookClient
+from nbformat.v4 import new_code_cell
 
 from tutorlib import paths
 
 INDEX_START, INDEX_END = "<!-- notebook-index:start -->", "<!-- notebook-index:end -->"
+_INDEX_RE = re.compile(f"{INDEX_START}.*?{INDEX_END}", re.DOTALL)
+_TABLE_HEAD = "| # | notebook | GPU under `full` | time under `full` | open |\n|---|---|---|---|---|"
 _BADGE_RE = re.compile(r"\[!\[Open In Colab\]\([^)]*\)\]\([^)]*\)")
 _REPO_LINE_RE = re.compile(r'^REPO = "[^"]*"', re.MULTILINE)
-_ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
+SETUP_CELL = """\
+# Set-up, written by `python -m tutorlib index`: in Colab, fetch the course and install tutorlib.
+import os
+import subprocess
+import sys
+
+REPO = "{repo}"
+if "google.colab" in sys.modules:  # anywhere else this cell does nothing (`make` installed tutorlib)
+    DIR, env = "/content/course", {{**os.environ, "GIT_TERMINAL_PROMPT": "0"}}  # a bad URL fails, no password prompt
+    clone = [] if os.path.isdir(DIR) else [["git", "clone", "-q", "--depth", "1", REPO, DIR]]
+    for cmd in clone + [[sys.executable, "-m", "pip", "install", "-q", "-e", DIR]]:
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if done.returncode:
+            print(done.stdout + done.stderr)
+            raise RuntimeError(f"set-up failed: `{{' '.join(cmd)}}` (output above). Is {{REPO}} right and public? To start afresh, delete {{DIR}} and run this cell again.")
+    sys.path.insert(0, DIR)"""
 
 
 def course_notebooks() -> list[Path]:
@@ -32,174 +43,75 @@ def course_notebooks() -> list[Path]:
     return sorted((paths.root() / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 
-@dataclass
-class CellFailure(Exception):
-    """A notebook cell raised: which notebook, which cell, and what it said."""
-
-    notebook: str
-    cell_index: int
-    source_head: str
-    error: str
-    executed_copy: Path
-
-    def __str__(self) -> str:
-        return (
-            f"{self.notebook} failed at code cell {self.cell_index} ({self.source_head!r}):\n  {self.error}\n"
-            f"The executed copy with the full traceback is {self.executed_copy}"
-        )
-
-
-def execute(notebook: Path, out_dir: Path, *, timeout: int = 3600) -> float:
-    """Execute one notebook in its own folder, save the executed copy in `out_dir`; return seconds taken."""
-    from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError
-    from tqdm.auto import tqdm
-
-    nb = nbformat.read(notebook, as_version=4)
-    code_cells = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
-    bar = tqdm(total=len(code_cells), desc=notebook.name, unit="cell", leave=True)
-    current = {"index": -1}
-
-    def on_start(cell, cell_index, **_):
-        current["index"] = cell_index
-
-    def on_done(cell, cell_index, **_):
-        bar.update(1)
-
-    client = NotebookClient(
-        nb,
-        timeout=timeout,
-        kernel_name="python3",
-        resources={"metadata": {"path": str(notebook.parent)}},
-        on_cell_start=on_start,
-        on_cell_executed=on_done,
-    )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    copy = out_dir / notebook.name
-    start = time.perf_counter()
-    try:
-        client.execute()
-    except CellExecutionError as err:
-        nbformat.write(nb, copy)
-        idx = current["index"]
-        head = nb.cells[idx].source.strip().splitlines()[0][:80] if idx >= 0 else ""
-        last = [line for line in _ANSI_RE.sub("", str(err)).strip().splitlines() if line.strip()][-1:]
-        number = code_cells.index(idx) + 1 if idx in code_cells else idx
-        raise CellFailure(notebook.name, number, head, last[0] if last else "error", copy) from None
-    finally:
-        bar.close()
-    nbformat.write(nb, copy)
-    return time.perf_counter() - start
+def repository_url(explicit: str | None = None) -> str:
+    """`--repo`, else `TUTORLIB_REPO`, else `[tool.tutorlib] repository` in pyproject.toml."""
+    pyproject = tomllib.loads((paths.root() / "pyproject.toml").read_text("utf-8"))
+    ours = pyproject.get("tool", {}).get("tutorlib", {})
+    if not (url := explicit or os.environ.get("TUTORLIB_REPO") or ours.get("repository")):
+        raise ValueError("no repository URL: pass --repo, set TUTORLIB_REPO or [tool.tutorlib] repository")
+    return url.rstrip("/")
 
 
 def _run(args: argparse.Namespace) -> int:
-    notebooks = [Path(p).resolve() for p in args.notebooks] or course_notebooks()
-    missing = [str(p) for p in notebooks if not p.is_file()]
-    if missing:
-        print(f"no such notebook: {', '.join(missing)}", file=sys.stderr)
-        return 2
-    from tutorlib.profile import detect
+    from tutorlib import profile, results  # deferred: they import torch
 
-    profile = detect()
-    os.environ.setdefault("TUTORLIB_PROFILE", profile.name)  # kernels inherit the same choice
-    out_dir = paths.runs_dir()
-    print(profile.card())
-    print(f"executing {len(notebooks)} notebook(s); executed copies go to {out_dir}")
-    for n, nb in enumerate(notebooks, 1):
-        print(f"[{n}/{len(notebooks)}] {nb.name}")
+    notebooks = [Path(p).resolve() for p in args.notebooks] or course_notebooks()
+    if missing := [str(p) for p in notebooks if not p.is_file()] or ([] if notebooks else ["notebooks/NN_*"]):
+        raise SystemExit(f"no such notebook: {', '.join(missing)}")
+    prof, out = profile.detect(), paths.runs_dir()  # each kernel's detect() makes the same choice
+    print(f"{prof.card()}\nexecuting {len(notebooks)} notebook(s); executed copies go to {out}")
+    out.mkdir(parents=True, exist_ok=True)
+    for n, path in enumerate(notebooks, 1):
+        print(f"[{n}/{len(notebooks)}] {path.name}", flush=True)
+        nb, at = nbformat.read(path, as_version=4), {"cell": 0}  # run in its folder, no time limit
+        client = NotebookClient(nb, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
+        client.on_cell_start = lambda cell_index, at=at, **_: at.update(cell=cell_index)
         try:
-            seconds = execute(nb, out_dir, timeout=args.timeout)
-        except CellFailure as failure:
-            print(f"\nFAILED: {failure}", file=sys.stderr)
-            return 1
-        print(f"    done in {seconds:.0f} s")
-    _print_results(profile.name)
+            client.execute()
+        except Exception as err:  # a cell raised or killed the kernel: name it; the copy has the traceback
+            number = sum(c.cell_type == "code" for c in nb.cells[: at["cell"] + 1])
+            what = f"{getattr(err, 'ename', type(err).__name__)}: {getattr(err, 'evalue', err)}"
+            raise SystemExit(f"FAILED: {path.name}, code cell {number}: {what} ({out / path.name})") from None
+        finally:
+            nbformat.write(nb, out / path.name)
+    try:
+        table = results.summary_table(prof.name)
+        print(f"\nRecorded results ({prof.name}):\n{table.to_string(index=False) if len(table) else 'none'}")
+    except Exception as err:  # the notebooks ran; say why the table is missing rather than fail the run
+        print(f"\nno results table: summary_table raised {type(err).__name__}: {err}", file=sys.stderr)
     return 0
 
 
-def _print_results(profile_name: str) -> None:
-    try:
-        from tutorlib import results
-    except ImportError:  # pragma: no cover - results module is part of the package
-        return
-    table = results.summary_table(profile_name)
-    if table is None or len(table) == 0:
-        print(f"no results recorded under results/{profile_name}/")
-        return
-    print(f"\nRecorded results (results/{profile_name}/):")
-    print(table.to_string(index=False))
-
-
-def repository_url(explicit: str | None = None) -> str:
-    """The course repository: `--repo`, else `TUTORLIB_REPO`, else `[tool.tutorlib] repository` in pyproject.toml."""
-    if explicit:
-        return explicit.rstrip("/")
-    if os.environ.get("TUTORLIB_REPO"):
-        return os.environ["TUTORLIB_REPO"].rstrip("/")
-    with open(paths.root() / "pyproject.toml", "rb") as fh:
-        return tomllib.load(fh)["tool"]["tutorlib"]["repository"].rstrip("/")
-
-
-def colab_url(repo: str, notebook: Path, branch: str = "main") -> str:
-    slug = repo.removeprefix("https://").removeprefix("github.com/")
-    return f"https://colab.research.google.com/github/{slug}/blob/{branch}/notebooks/{notebook.name}"
-
-
-def badge(repo: str, notebook: Path) -> str:
-    return (
-        "[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
-        f"({colab_url(repo, notebook)})"
-    )
-
-
-def _title(nb) -> str:
-    for cell in nb.cells:
-        if cell.cell_type == "markdown":
-            for line in cell.source.splitlines():
-                if line.startswith("# "):
-                    return line[2:].strip()
-    return "(untitled)"
-
-
 def _index(args: argparse.Namespace) -> int:
-    repo = repository_url(args.repo)
-    rows = [
-        "| # | notebook | GPU under `full` | time under `full` | open |",
-        "| --- | --- | --- | --- | --- |",
-    ]
+    repo, readme, rows = repository_url(args.repo), paths.root() / "README.md", [_TABLE_HEAD]
+    if not _INDEX_RE.search(text := readme.read_text(encoding="utf-8")):
+        raise SystemExit(f"{readme} has no {INDEX_START} ... {INDEX_END} block for the notebook table")
+    colab = "https://colab.research.google.com/github/" + repo.split("github.com/")[-1]
     for path in course_notebooks():
-        nb = nbformat.read(path, as_version=4)
-        meta = nb.metadata.get("tutorlib", {})
-        for cell in nb.cells:
-            if cell.cell_type == "markdown" and _BADGE_RE.search(cell.source):
-                cell.source = _BADGE_RE.sub(badge(repo, path), cell.source)
-            if cell.cell_type == "code" and _REPO_LINE_RE.search(cell.source):
-                cell.source = _REPO_LINE_RE.sub(f'REPO = "{repo}"', cell.source)
+        nb, url = nbformat.read(path, as_version=4), f"{colab}/blob/main/notebooks/{path.name}"
+        badge = f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({url})"
+        for cell in (c for c in nb.cells if c.cell_type == "markdown"):
+            cell.source = _BADGE_RE.sub(lambda _, badge=badge: badge, cell.source)
+        code = next((i for i, c in enumerate(nb.cells) if c.cell_type == "code"), len(nb.cells))
+        if code == len(nb.cells) or "google.colab" not in nb.cells[code].source:
+            nb.cells.insert(code, new_code_cell())  # no set-up cell yet: never overwrite a lesson's cell
+        nb.cells[code].source = SETUP_CELL.format(repo=repo)
         nbformat.write(nb, path)
-        rows.append(
-            f"| {path.name[:2]} | [{_title(nb)}](notebooks/{path.name}) | {meta.get('gpu', '?')} "
-            f"| {meta.get('time_full', '?')} | {badge(repo, path)} |"
-        )
-    readme = paths.root() / "README.md"
-    text = readme.read_text()
-    if INDEX_START not in text or INDEX_END not in text:
-        print(f"README.md has no {INDEX_START} ... {INDEX_END} block", file=sys.stderr)
-        return 2
-    head, rest = text.split(INDEX_START, 1)
-    _, tail = rest.split(INDEX_END, 1)
-    readme.write_text(head + INDEX_START + "\n" + "\n".join(rows) + "\n" + INDEX_END + tail)
-    print(f"badges and README index now point at {repo}")
+        title, m = re.search(r"^# (.+)$", nb.cells[0].source, re.M), nb.metadata.get("tutorlib", {})
+        head = f"{path.name[:2]} | [{title[1].strip() if title else path.stem}](notebooks/{path.name})"
+        rows.append(f"| {head} | {m.get('gpu', '?')} | {m.get('time_full', '?')} | {badge} |")
+    block = "\n".join([INDEX_START, *rows, INDEX_END])
+    readme.write_text(_INDEX_RE.sub(lambda _: block, text), encoding="utf-8")
+    print(f"badges, set-up cells and the README table of {len(rows) - 1} notebook(s) now point at {repo}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tutorlib", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tutorlib", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="execute notebooks headless (default: all, in order)")
     run.add_argument("notebooks", nargs="*", help="notebook paths (default: notebooks/NN_*.ipynb)")
-    run.add_argument("--timeout", type=int, default=3600, help="seconds allowed per cell")
-    idx = sub.add_parser("index", help="rewrite Colab badges and the README notebook index")
-    idx.add_argument("--repo", help="repository URL, e.g. https://github.com/you/your-fork")
+    sub.add_parser("index", help="write Colab badges, set-up cells, README table").add_argument("--repo")
     args = parser.parse_args(argv)
     return _run(args) if args.command == "run" else _index(args)
 

@@ -1,59 +1,45 @@
-"""Where the course keeps things on disk: the repository root, caches, results, images, runs.
-
-Notebooks execute with their own folder as the working directory (Jupyter, nbmake, Colab), so
-every path is resolved from one root instead of from the current directory.
-"""
+"""Where the course keeps things on disk, from one root rather than the cwd (notebooks run in their
+own folder). An environment variable moves each place, e.g. to a temporary folder or Google Drive."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-_PACKAGE_DIR = Path(__file__).resolve().parent
+_CHECKOUT = Path(__file__).resolve().parent.parent
+
+
+def _from_env(variable: str, default: Path) -> Path:
+    value = os.environ.get(variable)
+    return Path(value).expanduser().resolve() if value else default
 
 
 def root() -> Path:
-    """The course root: `TUTORLIB_HOME`, else the checkout this package was installed from.
-
-    An editable install (what `make` and the Colab set-up cell do) sits inside the checkout, so the
-    parent of the package folder holds `pyproject.toml`. A plain wheel install has no checkout; then
-    the current directory is the root.
-    """
-    env = os.environ.get("TUTORLIB_HOME")
-    if env:
-        return Path(env).expanduser().resolve()
-    if (_PACKAGE_DIR.parent / "pyproject.toml").is_file():
-        return _PACKAGE_DIR.parent
-    return Path.cwd()
+    """`TUTORLIB_HOME`, else the checkout of an editable install (it holds pyproject.toml), else the cwd."""
+    return _from_env("TUTORLIB_HOME", _CHECKOUT if (_CHECKOUT / "pyproject.toml").is_file() else Path.cwd())
 
 
 def data_dir() -> Path:
-    """The bundled sample datasets (written by the project, in each dataset's released format)."""
+    """The bundled sample datasets, in each dataset's released format."""
     return root() / "data"
 
 
 def cache_dir() -> Path:
-    """Built stand-in models and other re-creatable artefacts: `TUTORLIB_CACHE` or ~/.cache/tutorlib."""
-    env = os.environ.get("TUTORLIB_CACHE")
-    if env:
-        return Path(env).expanduser().resolve()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "tutorlib"
+    """Re-creatable artefacts such as the stand-in models: `TUTORLIB_CACHE`, else ~/.cache/tutorlib."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return _from_env("TUTORLIB_CACHE", base / "tutorlib")
 
 
 def results_dir(profile_name: str) -> Path:
-    """One JSON record per experiment lives here: `results/<profile>/` (`TUTORLIB_RESULTS` moves the parent)."""
-    env = os.environ.get("TUTORLIB_RESULTS")
-    return (Path(env).expanduser().resolve() if env else root() / "results") / profile_name
+    """One JSON record per experiment: `results/<profile>/` (`TUTORLIB_RESULTS` moves the parent)."""
+    return _from_env("TUTORLIB_RESULTS", root() / "results") / profile_name
 
 
 def images_dir() -> Path:
-    """Figures the notebooks draw (`TUTORLIB_IMAGES` moves it, e.g. to a temporary folder in tests)."""
-    env = os.environ.get("TUTORLIB_IMAGES")
-    return Path(env).expanduser().resolve() if env else root() / "images"
+    """Figures the notebooks draw (`TUTORLIB_IMAGES` moves them)."""
+    return _from_env("TUTORLIB_IMAGES", root() / "images")
 
 
 def runs_dir() -> Path:
-    """Executed notebook copies and training outputs (git-ignored)."""
-    env = os.environ.get("TUTORLIB_RUNS")
-    return Path(env).expanduser().resolve() if env else root() / "runs"
+    """Executed notebook copies and training outputs, git-ignored (`TUTORLIB_RUNS` moves them)."""
+    return _from_env("TUTORLIB_RUNS", root() / "runs")

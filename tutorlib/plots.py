@@ -1,205 +1,148 @@
-"""The course's figures: rubric scores by configuration (the TWEETSUMM document's Figure 1), loss curves, bars.
+"""The course's figures; each returns the Figure and, given `save="name.png"`, writes it to images_dir()."""
 
-Every function draws from data (results records, a trainer's log history), returns the matplotlib
-Figure and, given `save="name.png"`, writes it to `paths.images_dir()`. Figures are closed in
-pyplot before they are returned: a notebook then shows each one once, as the cell's value, and a
-script that draws many does not pile them up in memory.
-"""
-
-from __future__ import annotations
-
-import os
-import sys
+import itertools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import matplotlib.pyplot as plt  # without a display matplotlib picks the Agg backend by itself
+import pandas as pd
+from matplotlib.figure import Figure
 
-# Headless (CI, `make run`): pick Agg before pyplot loads. Jupyter's inline backend and an explicit
-# MPLBACKEND are left alone.
-_HAS_DISPLAY = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
-if sys.platform.startswith("linux") and not (
-    _HAS_DISPLAY or os.environ.get("MPLBACKEND") or "ipykernel" in sys.modules
-):
-    matplotlib.use("Agg")
+from tutorlib import paths
 
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
-from matplotlib.figure import Figure  # noqa: E402
-
-from tutorlib import paths, results  # noqa: E402
-
-_FAILED_STYLE = {"fill": False, "linestyle": "--", "edgecolor": "0.55"}
+_CRITERIA = ("customer", "agent", "two_sentences")  # the TWEETSUMM rubric: one point each per summary
+_CURVES = (("loss", "training loss", "tab:blue", None), ("eval_loss", "validation loss", "tab:orange", "o"))
 
 
 def _finish(fig: Figure, save: str | None) -> Figure:
-    """Lay out, write `images/<save>` when asked, and release the figure from pyplot."""
+    """Lay out, write `images/<save>` when asked, and close it in pyplot so a notebook shows it once."""
     fig.tight_layout()
     if save is not None:
         if Path(save).name != save or not save.lower().endswith(".png"):
             raise ValueError(f"save must be a plain PNG file name like 'figure1.png'; got {save!r}")
-        folder = paths.images_dir()
-        folder.mkdir(parents=True, exist_ok=True)
-        fig.savefig(folder / save, dpi=120, bbox_inches="tight")
+        paths.images_dir().mkdir(parents=True, exist_ok=True)
+        fig.savefig(paths.images_dir() / save, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return fig
 
 
-def _distinct(records: Sequence[Mapping[str, Any]], name: str) -> str:
-    values = (results.field(r, name) for r in records)
-    return " / ".join(dict.fromkeys(str(v) for v in values if v is not None))
+def _failed(rec: Mapping[str, Any]) -> str:
+    reason = (rec.get("extra") or {}).get("failed")
+    return "" if not reason else "failed" if reason is True else f"failed ({reason})"
 
 
-def _mark_failed(ax: Any, containers: Sequence[Any], failed: Sequence[str | None], height: float) -> None:
-    """Turn the bars of failed runs into empty dashed outlines of full height, with the reason written inside."""
-    for container in containers:
-        for bar, reason in zip(container, failed, strict=True):
-            if reason:
-                bar.set_height(height)
-                bar.set(**_FAILED_STYLE)
-    for x, reason in enumerate(failed):  # bars of configuration x are centred on x
-        if reason:
-            ax.text(x, height / 2, reason, rotation=90, ha="center", va="center", fontsize=8, color="0.4")
+def _draw(ax: Any, x: list, heights: list, texts: list, top: float, say: bool = True, **style: Any) -> None:
+    """Bars labelled with their values (None: no bar); a bar with a text is a dashed empty outline."""
+    pairs = list(zip(heights, texts, strict=True))
+    bars = ax.bar(x, [top if t else h or 0 for h, t in pairs], **style)
+    ax.bar_label(bars, labels=["" if t or h is None else f"{h:g}" for h, t in pairs], fontsize=8)
+    for bar, xi, text in zip(bars, x, texts, strict=True):
+        if text:
+            bar.set(fill=False, linestyle="--", edgecolor="0.5")
+            if say:
+                ax.text(xi, top / 2, text, rotation=90, ha="center", va="center", fontsize=8, color="0.4")
+
+
+def _score(rec: Mapping[str, Any] | None, name: str) -> float | None:
+    if rec is not None and not _failed(rec) and rec["scores"].get(name) is None:
+        raise ValueError(f"record {rec['experiment']!r} has no score {name!r}; Figure 1 needs {_CRITERIA}")
+    return None if rec is None or _failed(rec) else float(rec["scores"][name])
 
 
 def figure1(
-    records: Sequence[Mapping[str, Any]],
-    *,
-    rubric_criteria: Sequence[str] = ("customer", "agent", "two_sentences"),
-    max_total: float = 150,
-    title: str = "Summary scores by configuration",
-    save: str | None = None,
+    records: Sequence, reference: Any = None, *, max_total: float, title: str, save: str | None = None
 ) -> Figure:
-    """Rubric scores per configuration: totals on top, the criteria as grouped bars below (the TWEETSUMM Figure 1).
+    """Figure 1: totals on top (`reference`'s hollow and grey beside this run's), criteria below.
 
-    `records` are dicts with `configuration`, `scores` (the total and each criterion), `judge`,
-    `profile` and `failed` (a reason such as "OOM", or falsy); results records with those keys in
-    `extra` work too. Bars keep the order given; a failed run is an empty dashed bar labelled with
-    its failure. The judge and the profile the numbers come from are written under the title.
+    `reference`: `results.reference` rows (of a whole document, its numbered tables), each on its own scale.
     """
-    if not records:
-        raise ValueError("figure1 needs at least one record; got none")
-    if not rubric_criteria:
-        raise ValueError("rubric_criteria must name at least one criterion")
-    labels = [str(results.field(r, "configuration") or results.field(r, "experiment")) for r in records]
-    failed = [results.failure(r) for r in records]
-    # A criterion scores one point per summary, so its maximum is the number of summaries graded.
-    per_criterion_max = max_total / len(rubric_criteria)
-
-    def score(record: Mapping[str, Any], name: str, is_failed: str | None) -> float:
-        if is_failed:
-            return 0.0
-        value = results.field(record, name)
-        if value is None:
-            raise ValueError(f"record {results.field(record, 'configuration')!r} has no score {name!r}")
-        return float(value)
-
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(6.0, 1.3 * len(records) + 2), 7.5))
-    x = range(len(records))
-    totals = [score(r, "total", f) for r, f in zip(records, failed, strict=True)]
-    bars = top.bar(x, totals, color="tab:blue")
-    top.bar_label(
-        bars, labels=["" if f else f"{t:g}" for t, f in zip(totals, failed, strict=True)], padding=2
-    )
-    _mark_failed(top, [bars], failed, max_total)
-    top.set_ylim(0, max_total * 1.08)
-    top.set_ylabel(f"total score (/{max_total:g})")
-
-    width = 0.8 / len(rubric_criteria)
-    groups = []
-    for i, criterion in enumerate(rubric_criteria):
-        offsets = [j - 0.4 + width * (i + 0.5) for j in x]
-        values = [score(r, criterion, f) for r, f in zip(records, failed, strict=True)]
-        groups.append(bottom.bar(offsets, values, width, label=criterion.replace("_", " ")))
-    _mark_failed(bottom, groups, failed, per_criterion_max)
-    bottom.set_ylim(0, per_criterion_max * 1.08)
-    bottom.set_ylabel(f"points per criterion (/{per_criterion_max:g})")
-    bottom.legend(ncols=len(rubric_criteria), fontsize=8, loc="upper left")
+    totals = None if reference is None else reference[reference.metric == "total"]
+    if totals is not None and totals.table.str.startswith("Table").any():
+        totals = totals[totals.table.str.startswith("Table")]  # the prose repeats some of the tables' numbers
+    rows = [] if totals is None else totals.itertuples()  # a missing total's note says why: "failed (OOM)"
+    doc = {r.configuration: (None, r.note) if pd.isna(r.value) else (r.value, "") for r in rows}
+    ceiling = max([max_total, *(value for value, _ in doc.values() if value is not None)])
+    runs = {(r.get("extra") or {}).get("configuration") or r["experiment"]: r for r in records}
+    names = list(dict.fromkeys([*doc, *runs]))
+    if not names:
+        raise ValueError("figure1 needs at least one record or a reference table with 'total' rows")
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(6.0, 1.4 * len(names) + 2), 7.5))
+    x, width = range(len(names)), 0.4 if doc else 0.6
+    failed = [_failed(runs[n]) if n in runs else "" for n in names]
+    if doc:
+        values, notes = zip(*(doc.get(n, (None, "")) for n in names), strict=True)
+        style = {"fill": False, "edgecolor": "0.5", "hatch": "//", "label": "document"}
+        _draw(top, [i - width / 2 for i in x], values, notes, ceiling, width=width, **style)
+    xs = [i + width / 2 if doc else i for i in x]
+    scores = [_score(runs.get(n), "total") for n in names]
+    _draw(top, xs, scores, failed, ceiling, width=width, color="tab:blue", label="this run")
+    top.set(ylim=(0, ceiling * 1.1), ylabel=f"total score (this run: /{max_total:g})")
+    each, step = max_total / len(_CRITERIA), 0.8 / len(_CRITERIA)
+    for k, crit in enumerate(_CRITERIA):
+        points = [_score(runs.get(n), crit) for n in names]
+        offsets = [i - 0.4 + step * (k + 0.5) for i in x]
+        _draw(bottom, offsets, points, failed, each, say=k == 1, width=step, label=crit.replace("_", " "))
+    bottom.set(ylim=(0, each * 1.1), ylabel=f"points per criterion (/{each:g})")
+    ticks = [n if n in runs else f"{n}\n(no record)" for n in names]
     for ax in (top, bottom):
-        ax.set_xticks(list(x), labels, rotation=20, ha="right", fontsize=8)
-
-    caption = ", ".join(
-        f"{name}: {value}" for name in ("judge", "profile") if (value := _distinct(records, name))
-    )
-    fig.suptitle(f"{title}\n({caption})" if caption else title, fontsize=11)
+        ax.set_xticks(list(x), ticks, rotation=20, ha="right")
+        ax.legend(ncols=3, fontsize=8, loc="upper left")
+    seen = [(k, dict.fromkeys(str(r[k]) for r in records if r.get(k))) for k in ("profile", "judge")]
+    caption = ", ".join(f"{k}: {' / '.join(v)}" for k, v in seen if v)
+    fig.suptitle(f"{title}\n(this run: {caption})" if caption else title, fontsize=11)
     return _finish(fig, save)
 
 
+def _losses(history: Any, key: str) -> list[tuple[int, float]]:
+    if isinstance(history, pd.DataFrame):  # results.reference("003", "Training log"): metric "loss@25"
+        pairs = [(r.metric.split("@"), r.value) for r in history.itertuples()]
+        history = [{"step": int(step), name: value} for (name, step), value in pairs]
+    return [(e["step"], e[key]) for e in history if key in e and "step" in e]
+
+
 def loss_curves(
-    history: Sequence[Mapping[str, Any]],
-    *,
-    title: str = "Training and validation loss",
-    save: str | None = None,
+    history: Sequence[Mapping], reference: Any = None, *, title: str, save: str | None = None
 ) -> Figure:
-    """Training `loss` and, when logged, `eval_loss` against `step`, from `trainer.state.log_history`."""
-    train = [(e["step"], e["loss"]) for e in history if "loss" in e and "step" in e]
-    evals = [(e["step"], e["eval_loss"]) for e in history if "eval_loss" in e and "step" in e]
-    if not train and not evals:
+    """Loss and eval loss by step from `trainer.state.log_history`; `reference` (a log or CSV rows) dashed."""
+    if not _losses(history, "loss") and not _losses(history, "eval_loss"):
         raise ValueError("the history holds no 'loss' or 'eval_loss' entries with a 'step'; nothing to plot")
     fig, ax = plt.subplots(figsize=(7, 4))
-    for points, label, style in ((train, "training loss", "-"), (evals, "validation loss", "o-")):
-        if points:
-            steps, values = zip(*points, strict=True)
-            ax.plot(steps, values, style, label=label, markersize=3)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.set_title(title)
-    ax.legend()
-    ax.grid(alpha=0.3)
+    sources = ((history, "this run", "-"), (reference, "document", "--"))
+    for (source, who, style), (key, name, color, marker) in itertools.product(sources, _CURVES):
+        if source is not None and (points := _losses(source, key)):
+            ax.plot(*zip(*points, strict=True), style, c=color, marker=marker, ms=3, label=f"{who}: {name}")
+    ax.set(xlabel="step", ylabel="loss", title=title)
+    ax.legend(fontsize=8)
     return _finish(fig, save)
 
 
 def bars(
-    values: Mapping[str, float],
-    *,
-    ylabel: str,
-    title: str,
-    line: tuple[float, str] | None = None,
-    save: str | None = None,
+    values: Mapping, *, ylabel: str, title: str, line: tuple | None = None, save: str | None = None
 ) -> Figure:
-    """Labelled bars with their values written on top, for memory and time comparisons.
-
-    `line=(value, label)` draws a dashed horizontal reference, e.g. a GPU's memory.
-    """
+    """Labelled bars (memory, time); `line=(value, label)` draws a dashed reference such as a GPU's memory."""
     if not values:
         raise ValueError("bars needs at least one value; got an empty mapping")
     fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(values) + 2), 4))
-    container = ax.bar(list(values), [float(v) for v in values.values()], color="tab:green")
-    ax.bar_label(container, fmt="%.4g", padding=2)
+    drawn = ax.bar(list(values), [float(v) for v in values.values()], color="tab:green")
+    ax.bar_label(drawn, fmt="%.4g", padding=2)
     if line is not None:
         ax.axhline(line[0], color="tab:red", linestyle="--", linewidth=1)
-        ax.text(
-            len(values) - 0.5, line[0], f" {line[1]}", color="tab:red", va="bottom", ha="right", fontsize=8
-        )
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
+        ax.text(len(values) - 0.5, line[0], f" {line[1]}", color="tab:red", va="bottom", ha="right")
+    ax.set(ylabel=ylabel, title=title)
     ax.tick_params(axis="x", labelrotation=20)
     ax.margins(y=0.15)
     return _finish(fig, save)
 
 
-def histogram(
-    values: Mapping[str, Sequence[float]],
-    *,
-    xlabel: str,
-    title: str,
-    bins: int = 30,
-    save: str | None = None,
-) -> Figure:
-    """Overlaid histograms, one per named series (e.g. prompt length in tokens per dataset)."""
-    series = {name: list(v) for name, v in values.items() if len(v)}
+def histogram(lengths: Mapping[str, Sequence], *, xlabel: str, title: str, save: str | None = None) -> Figure:
+    """Overlaid histograms, one per named series (e.g. dialogue length in tokens per dataset)."""
+    series = {name: sorted(v) for name, v in lengths.items() if len(v)}
     if not series:
         raise ValueError("histogram needs at least one non-empty series; got none")
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, data in series.items():
-        ax.hist(
-            data,
-            bins=bins,
-            alpha=0.55,
-            label=f"{name} (n={len(data)}, median {sorted(data)[len(data) // 2]:g})",
-        )
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("count")
-    ax.set_title(title)
+        ax.hist(data, bins=30, alpha=0.55, label=f"{name} (n={len(data)}, median {data[len(data) // 2]:g})")
+    ax.set(xlabel=xlabel, ylabel="count", title=title)
     ax.legend()
     return _finish(fig, save)
