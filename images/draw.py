@@ -63,7 +63,7 @@ def memory_bars(path: Path) -> None:
         for m in memory.METHODS
     }
     fig = plots.bars(totals, ylabel="GB (estimate)", line=(16, "16 GB card"),
-                     title="Memory to fine-tune Llama-2-7B (fp16, batch 8 × 1,024 tokens; adapters with checkpointing)")
+                     title="Fine-tuning Llama-2-7B, fp16, batch 8 × 1,024 tokens (quantized: with checkpointing)")
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 

@@ -70,7 +70,7 @@ def test_train_args_shorten_smoke_and_set_precision():
     smoke = prof.detect("smoke").train_args("distilgpt2")
     assert smoke["max_steps"] > 0 and smoke["use_cpu"] is True and smoke["bf16"] is False
     full = prof.Profile(name="full", device="cuda", dtype=torch.bfloat16).train_args("llama-2-7b")
-    assert full == {"bf16": True, "fp16": False, "report_to": "none"}
+    assert full == {"bf16": True, "fp16": False, "report_to": "none", "disable_tqdm": False}
 
 
 def test_seeding_repeats_draws():

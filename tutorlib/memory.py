@@ -61,7 +61,7 @@ def track(interval_s: float = 0.01) -> Iterator[Usage]:
         usage.peak_mb, usage.seconds = max(usage.peak_mb, read()), time.perf_counter() - start
 
 
-# Optimizer state bytes per parameter. Seed 000's optimized ~64 GB for Llama-2-7B is 2 + 2 + 4 + 2 of them.
+# Optimizer state bytes per parameter. Seed 000's "highly optimized" 64 GB for Llama-2-7B: 2 + 2 + 4 + 2.
 _OPTIMIZERS = dict.fromkeys(("adamw", "adamw_torch", "adamw_torch_fused", "paged_adamw_32bit"), 8)
 _OPTIMIZERS |= dict.fromkeys(("adamw_8bit", "adamw_bnb_8bit", "paged_adamw_8bit"), 2) | {"sgd": 0}
 _PARTS = ("weights", "gradients", "optimizer", "activations")
@@ -87,8 +87,8 @@ class Estimate:
         return "\n".join([*self.lines, total])
 
     def __str__(self) -> str:
-        parts = ", ".join(f"{k} {v:.2f}" for k, v in self.breakdown.items())
-        return f"{self.title}: {self.total_gb:.2f} GB ({parts})"
+        parts = ", ".join(f"{k} {v:.3g}" for k, v in self.breakdown.items())
+        return f"{self.title}: {self.total_gb:.3g} GB ({parts})"
 
 
 def estimate(
@@ -246,7 +246,7 @@ class SimulatedOutOfMemory(torch.OutOfMemoryError):
 
 
 class TensorBudget(TrainerCallback):
-    """Measures weights, gradients and optimizer states at train begin and each step; refuses over budget."""
+    """Trainer callback measuring training state (`measured`, `peak_mb`, MB) each step; refuses over it."""
 
     def __init__(self, budget_mb: float) -> None:
         self.budget_mb, self.measured, self.peak_mb = _positive("budget_mb", budget_mb), {}, 0.0

@@ -10,6 +10,7 @@ memory, no download). A stand-in is the same config with the sizes in `tiny` rep
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -157,7 +158,7 @@ def on_meta(model: str | PretrainedConfig) -> Any:
 
     cfg = config(model) if isinstance(model, str) else model
     auto = AutoModelForSeq2SeqLM if cfg.is_encoder_decoder else AutoModelForCausalLM
-    with init_empty_weights():
+    with init_empty_weights(), plain_falcon_linears(cfg.model_type == "falcon"):
         built = auto.from_config(cfg)
     built.tie_weights()  # init_empty_weights skips tying, which would count a shared embedding twice
     return untie_t5_head(built)
@@ -181,3 +182,23 @@ def untie_t5_head(model: Any) -> Any:
         weight.normal_(std=model.config.d_model**-0.5)  # untrained loss starts near log(vocab size)
     model.lm_head.weight = torch.nn.Parameter(weight)
     return model
+
+
+@contextmanager
+def plain_falcon_linears(active: bool):
+    """Build Falcon's projections as plain nn.Linear, so that bitsandbytes can quantize them.
+
+    transformers 5.23 quantizes only modules whose type is exactly nn.Linear; Falcon builds its four
+    projections from the subclass FalconLinear (the same x @ W.T + b), so without this a 4- or 8-bit
+    load of Falcon silently keeps every layer in 16 bits.
+    """
+    import torch
+    from transformers.models.falcon import modeling_falcon
+
+    original = modeling_falcon.FalconLinear
+    if active:
+        modeling_falcon.FalconLinear = torch.nn.Linear
+    try:
+        yield
+    finally:
+        modeling_falcon.FalconLinear = original

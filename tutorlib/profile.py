@@ -105,7 +105,7 @@ class Profile:
         """Trainer settings this profile imposes on top of a document's: sizes under `smoke`, precision always."""
         dtype = self.dtype_for(name)
         args: dict[str, Any] = {"bf16": dtype == torch.bfloat16, "fp16": dtype == torch.float16}
-        args["report_to"] = "none"
+        args.update(report_to="none", disable_tqdm=False)  # a progress bar, not a printed dict per log step
         if self.is_smoke:
             args.update(SMOKE_TRAINING)
         return args

@@ -10,7 +10,6 @@ training run cost: wall time, peak memory, parameter counts and the loss log.
 from __future__ import annotations
 
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,7 +72,7 @@ def load_model(name: str, profile: Profile, *, method: str = "full", **kwargs: A
     if bnb is not None:
         options["quantization_config"] = bnb
     options.update(kwargs)
-    with _plain_falcon_linears(models.spec(name).family == "falcon" and bnb is not None):
+    with models.plain_falcon_linears(models.spec(name).family == "falcon" and bnb is not None):
         model = models.auto_class(name).from_pretrained(path, **options)
     if bnb is not None:
         cpu_quantization_fixes(model)
@@ -81,21 +80,6 @@ def load_model(name: str, profile: Profile, *, method: str = "full", **kwargs: A
     if tokenizer.pad_token is None:  # GPT-2, Llama, Falcon and Phi ship without one
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
-
-
-@contextmanager
-def _plain_falcon_linears(active: bool):
-    """Falcon builds its projections from a subclass of nn.Linear, which transformers 5.23 does not
-    quantize; building them as plain nn.Linear during a quantized load lets bitsandbytes replace them."""
-    from transformers.models.falcon import modeling_falcon
-
-    original = modeling_falcon.FalconLinear
-    if active:
-        modeling_falcon.FalconLinear = torch.nn.Linear
-    try:
-        yield
-    finally:
-        modeling_falcon.FalconLinear = original
 
 
 def cpu_quantization_fixes(model: torch.nn.Module) -> None:
