@@ -298,3 +298,15 @@ def test_side_by_side_reports_unmeasured_metrics_and_an_unlabelled_run(profile):
     assert table.loc[("FLAN-T5 LoRA", "rouge2"), run] == "not measured"
     assert table.loc[("FLAN-T5 base", "rouge1"), run] == ""
     assert list(results.side_by_side("001", "Evaluation", []).columns)[-1] == "this run"
+
+
+def test_side_by_side_shows_points_out_of_this_runs_maximum(profile):
+    scores = {"total": 5, "customer": 1, "agent": 1, "two_sentences": 3, "max_total": 12, "graded": 4}
+    _write(profile, "base", method="base", scores=scores, extra={"configuration": "DistilGPT2 base"})
+    records = results.load_records("smoke")
+    table1 = results.side_by_side("000", "Table 1", records).set_index(["configuration", "metric"])
+    run = table1.columns[-1]
+    assert table1.loc[("DistilGPT2 base", "total"), run] == "5 of 12"
+    assert table1.loc[("DistilGPT2 base", "train_minutes"), run] == "not trained"
+    criteria = results.side_by_side("000", "Fine-tuning DistilGPT-2", records).set_index(["configuration", "metric"])
+    assert criteria.loc[("DistilGPT2 base", "total"), criteria.columns[-1]] == "5 of 12"

@@ -110,3 +110,13 @@ def test_completion_only_labels_mask_the_prompt(smoke, tweetsumm):
     batch = trainer.data_collator([row])
     labels = batch["labels"][0]
     assert (labels[:prompt_len] == -100).all() and (labels[prompt_len:] != -100).any()
+
+
+def test_resume_continues_from_the_last_checkpoint_with_the_whole_history(smoke, tweetsumm):
+    with pytest.raises(FileNotFoundError, match="no checkpoint-\\* folder.*save_strategy"):
+        train.finetune("phi-2", tweetsumm, method="lora", template=TEMPLATE, profile=smoke, resume=True)
+    args = {"method": "lora", "template": TEMPLATE, "profile": smoke, "save_strategy": "steps", "save_steps": 4,
+            "eval_strategy": "no", "logging_steps": 1}
+    train.finetune("phi-2", tweetsumm, max_steps=4, **args)  # an "interrupted" run: its last checkpoint is step 4
+    run = train.finetune("phi-2", tweetsumm, max_steps=8, resume=True, **args)
+    assert [h["step"] for h in run.history if "loss" in h] == list(range(1, 9))

@@ -169,13 +169,20 @@ def reference(document: str | None = None, table: str | None = None) -> pd.DataF
 
 
 def _measured(rec: Mapping[str, Any], metric: str) -> Any:
-    """A record's number for `metric`: a score, then `extra`, then the top level; minutes from seconds."""
-    for source in (rec["scores"], rec.get("extra", {}), rec):
+    """A record's number for `metric` (a score, `extra`, the top level; minutes from seconds); points
+    are shown out of this run's own maximum, which under `smoke` is far below the document's 150."""
+    scores = rec["scores"]
+    for source in (scores, rec.get("extra", {}), rec):
         if source.get(metric) is not None:
             value = source[metric]
-            return float(f"{value:.4g}") if isinstance(value, float) else value  # as the documents print
+            value = float(f"{value:.4g}") if isinstance(value, float) else value  # as the documents print
+            out_of = scores.get("max_total") if metric == "total" else scores.get("graded")
+            return f"{value:g} of {out_of}" if metric in scores and out_of and metric != "graded" else value
     seconds = rec.get("train_seconds")
-    return round(seconds / 60, 2) if metric == "train_minutes" and seconds is not None else "not measured"
+    if metric == "train_minutes":
+        untrained, known = rec.get("method") in ("base", "reference"), seconds is not None
+        return "not trained" if untrained else round(seconds / 60, 2) if known else "not measured"
+    return "not measured"
 
 
 def _run_label(records: Sequence[Mapping[str, Any]]) -> str:

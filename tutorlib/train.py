@@ -17,6 +17,7 @@ import torch
 from datasets import Dataset, DatasetDict
 from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 from transformers import AutoTokenizer, BitsAndBytesConfig
+from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTConfig, SFTTrainer
 
 from tutorlib import memory, models, paths, templates
@@ -175,12 +176,20 @@ class Run:
 
 
 def finetune(name: str, dataset: DatasetDict, *, method: str, template: templates.Template, profile: Profile,
-             callbacks: list | None = None, **overrides: Any) -> Run:
+             callbacks: list | None = None, resume: bool = False, **overrides: Any) -> Run:
     """The steps notebooks 01 and 03 show, in one call: load, (quantize,) add LoRA, train with SFTTrainer.
 
-    Settings: the document's, then the profile's, then `overrides` (SFTConfig fields).
+    Settings: the document's, then the profile's, then `overrides` (SFTConfig fields). A checkpoint is
+    kept every `save_steps` (500 unless set; `smoke` saves none); `resume=True` continues from the
+    last one, and the returned history then covers the whole run.
     """
-    settings = {"eval_strategy": "epoch", **document_settings(name, method), **profile.train_args(name), **overrides}
+    settings = {"eval_strategy": "epoch", "save_total_limit": 2, **document_settings(name, method),
+                **profile.train_args(name), **overrides}
+    output_dir = paths.runs_dir() / "train" / f"{name}-{method}"
+    checkpoint = get_last_checkpoint(str(output_dir)) if resume and output_dir.is_dir() else None
+    if resume and checkpoint is None:
+        raise FileNotFoundError(f"resume=True, but {output_dir} holds no checkpoint-* folder: checkpoints are "
+                                "written when save_strategy='steps' (every save_steps); smoke sets 'no'")
     if "validation" not in dataset:
         settings["eval_strategy"] = "no"
     model, tokenizer = load_model(name, profile, method=method)
@@ -190,9 +199,9 @@ def finetune(name: str, dataset: DatasetDict, *, method: str, template: template
         model = get_peft_model(model, lora_config(name))
     model.config.use_cache = False  # the attention cache only helps generation
     data = prepare(dataset, template, tokenizer, settings.get("max_length") or 1024)
-    config = SFTConfig(output_dir=str(paths.runs_dir() / "train" / f"{name}-{method}"), **settings)
+    config = SFTConfig(output_dir=str(output_dir), **settings)
     trainer = SFTTrainer(model=model, args=config, train_dataset=data["train"], eval_dataset=data.get("validation"),
                          processing_class=tokenizer, callbacks=callbacks)
     with memory.track() as usage:
-        trainer.train()
+        trainer.train(resume_from_checkpoint=checkpoint)
     return Run.of(trainer, usage, model_name=name, method=method)
