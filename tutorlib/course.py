@@ -54,16 +54,16 @@ class Lesson:
         self.template = TEMPLATES[template] if isinstance(template, str) else template
         self.judge = judge if judge is not None else grading.choose_judge()
 
-    def evaluate(self, model: Any, tokenizer: Any, test: Any, configuration: str, trained: Any = None,
-                 batch_size: int | None = None) -> Evaluation:
+    def evaluate(self, model: Any, tokenizer: Any, test: Any, configuration: str, trained: Any = None) -> Evaluation:
         """Summarize every test dialogue, grade the summaries and record them under `configuration`.
 
         `trained` is the `train.Run` of a fine-tuned model: its time, peak memory and parameter counts go
-        into the record. Without it the model is recorded as a base model. `batch_size` overrides the
-        profile's generation batch (a 7B model on a 16 GB card needs a small one).
+        into the record. Without it the model is recorded as a base model.
         """
         prompts = [self.template.prompt(d) for d in test["dialogue"]]
-        settings = {**self.profile.generation_args(), **({"batch_size": batch_size} if batch_size else {})}
+        settings = self.profile.generation_args()
+        if sum(p.numel() for p in model.parameters()) > 3e9:  # a 7B model on a 16 GB card: 2 at a time
+            settings["batch_size"] = min(settings["batch_size"], 2)
         summaries = generate.summarize(model, tokenizer, prompts, template=self.template, **settings)
         items = [{"id": i, "dialogue": d, "summary": s, "references": r}
                  for i, d, s, r in zip(test["id"], test["dialogue"], summaries, test["references"], strict=True)]

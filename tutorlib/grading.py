@@ -101,6 +101,7 @@ def _setting(name: str) -> str | None:
 # USD per 1M tokens (input, output), as of writing (2025); prices change: check openai.com/api/pricing.
 _PRICES = {"gpt-4o": (2.5, 10.0), "gpt-4o-mini": (0.15, 0.6), "gpt-4.1": (2.0, 8.0), "gpt-4": (30.0, 60.0)}
 _OPENAI = "https://api.openai.com/v1"
+_BASE_URLS = ("TUTORLIB_JUDGE_BASE_URL", "OPENAI_BASE_URL")  # the first one set wins
 _COUNTS = {"input_tokens": 0, "output_tokens": 0, "retries": 0, "cached": False}
 
 
@@ -110,14 +111,15 @@ class LLMJudge:
 
     def __init__(self, model=None, base_url=None, api_key=None, max_retries=5, timeout=60.0, cache_dir=None):
         self.model = model or _setting("TUTORLIB_JUDGE_MODEL") or "gpt-4o"
-        base = base_url or _setting("TUTORLIB_JUDGE_BASE_URL") or _setting("OPENAI_BASE_URL")
+        origin = "base_url" if base_url else next((v for v in _BASE_URLS if _setting(v)), "")
+        base = base_url or _setting(origin)
         self.secret = (api_key or "").strip() or _setting("OPENAI_API_KEY")  # results refuse records with it
         if not self.secret and not base:
             raise ValueError("LLMJudge needs OPENAI_API_KEY, or base_url= / TUTORLIB_JUDGE_BASE_URL")
         self.base_url = (base or _OPENAI).rstrip("/")
         url = urlsplit(self.base_url)
         if url.scheme not in ("http", "https") or not url.hostname:  # not echoed: a URL may hold credentials
-            raise ValueError("the judge base URL must be an http(s) URL such as http://localhost:8000/v1")
+            raise ValueError(f"{origin} is not an http(s) URL; expected one such as http://localhost:8000/v1")
         host = url.hostname + (f":{url.port}" if url.port else "")  # without any user:password@
         self.label = f"{self.model} (OpenAI)" if self.base_url == _OPENAI else f"{self.model} @ {host}"
         self.cache_dir = Path(cache_dir) if cache_dir else paths.cache_dir() / "judgments"
@@ -194,9 +196,7 @@ class OfflineJudge:
     """A free PROXY for the tweetsumm rubric: two_sentences counts `metrics.sentences`; customer / agent
     compare the first sentence / the rest with each reference's by content-word F1 (best >= threshold)."""
 
-    secret = None
-    price = (0.0, 0.0)
-    price_note = "offline proxy: no API calls"
+    secret, price, price_note = None, (0.0, 0.0), "offline proxy: no API calls"
 
     def __init__(self, threshold: float = 0.3) -> None:
         if not 0 < threshold <= 1:
@@ -224,7 +224,7 @@ class OfflineJudge:
 
 def choose_judge(verbose: bool = True) -> LLMJudge | OfflineJudge:
     """An LLMJudge if OPENAI_API_KEY or a judge base URL is set, else an OfflineJudge; says which and why."""
-    base, key = _setting("TUTORLIB_JUDGE_BASE_URL") or _setting("OPENAI_BASE_URL"), _setting("OPENAI_API_KEY")
+    base, key = next(filter(None, map(_setting, _BASE_URLS)), None), _setting("OPENAI_API_KEY")
     judge = LLMJudge() if base or key else OfflineJudge()
     why = "a judge base URL is set" if base else "OPENAI_API_KEY is set"
     why = why if base or key else "neither OPENAI_API_KEY nor TUTORLIB_JUDGE_BASE_URL is set"

@@ -18,6 +18,11 @@ from tutorlib import paths
 _MEMORY_KINDS = ("cuda", "cpu_rss")
 _SECRET_ENV_VARS = ("OPENAI_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 _REQUIRED = ("experiment", "notebook", "profile", "model", "method", "scores", "created_at")
+_NUMBER, _TEXT = (int, float, type(None)), (str, type(None))
+# The types the tables and figures compute with; `record` writes them, `_read` skips a file without them.
+_TYPES = dict.fromkeys(_REQUIRED, str) | {"scores": dict, "extra": dict, "train_seconds": _NUMBER}
+_TYPES |= {"peak_memory_mb": _NUMBER}
+_KINDS = {str: "text", dict: "an object", _NUMBER: "a number or null", _TEXT: "text or null"}
 _MAIN_SCORES = ("total", "rougeLsum", "rougeL", "rouge1")  # the judge's total first, else ROUGE
 _EXPERIMENT_NAME = re.compile(r"[a-z0-9_-]+")
 
@@ -32,22 +37,10 @@ def _refuse_secrets(text: str, secrets: Sequence[str | None]) -> None:
             raise ValueError(f"refusing to write a results record that contains the value of {name}")
 
 
-def record(
-    experiment: str,
-    *,
-    notebook: str,
-    profile: Any,
-    model: str,
-    method: str,
-    scores: Mapping[str, Any],
-    train_seconds: float | None = None,
-    peak_memory_mb: float | None = None,
-    memory_kind: str | None = None,
-    judge: str | None = None,
-    dtype: str | None = None,
-    extra: Mapping[str, Any] | None = None,
-    secrets: Sequence[str | None] = (),
-) -> Path:
+def record(experiment: str, *, notebook: str, profile: Any, model: str, method: str, scores: Mapping[str, Any],
+           train_seconds: float | None = None, peak_memory_mb: float | None = None, memory_kind: str | None = None,
+           judge: str | None = None, dtype: str | None = None, extra: Mapping[str, Any] | None = None,
+           secrets: Sequence[str | None] = ()) -> Path:
     """Write `results/<profile>/<experiment>.json`; refuse it if it holds a token or a value of `secrets`."""
     if not isinstance(experiment, str) or not _EXPERIMENT_NAME.fullmatch(experiment):
         raise ValueError(f"experiment name {experiment!r} is not valid; expected a-z, 0-9, '_' or '-'")
@@ -68,6 +61,8 @@ def record(
     # NumPy and torch scalars by `.item()`; anything else JSON lacks (paths, dtypes) as text.
     text = json.dumps(data, indent=2, default=lambda v: v.item() if hasattr(v, "item") else str(v)) + "\n"
     _refuse_secrets(text, secrets)
+    if problem := _problem(json.loads(text)):  # the tables would skip it
+        raise ValueError(f"refusing to write results record {experiment!r}: it {problem}")
     path = paths.results_dir(profile.name) / f"{experiment}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp")  # renamed: a reader never sees half a record
@@ -79,24 +74,29 @@ def record(
     return path
 
 
+def _problem(data: Any) -> str | None:
+    """What keeps `data` from being a usable record, or None: missing keys, or values of the wrong type."""
+    if not isinstance(data, dict):
+        return f"holds a JSON {type(data).__name__}, not an object"
+    if missing := [k for k in _REQUIRED if k not in data]:
+        return f"lacks the required keys {missing}"
+    got = [(k, data[k], kind) for k, kind in _TYPES.items() if k in data]
+    if isinstance(data["scores"], dict) and isinstance(extra := data.get("extra", {}), dict):
+        got += [(f"scores.{k}", v, _NUMBER) for k, v in data["scores"].items()]
+        got.append(("extra.configuration", extra.get("configuration"), _TEXT))
+    wrong = [f"{k} is {type(v).__name__}, expected {_KINDS[t]}" for k, v, t in got if not isinstance(v, t)]
+    return f"has values of the wrong type: {'; '.join(wrong)}" if wrong else None
+
+
 def _read(path: Path) -> dict[str, Any] | None:
     """One record, or None after a warning that names the file and what is wrong with it."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        problem = _problem(data := json.loads(path.read_text(encoding="utf-8")))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         problem = f"cannot be read as JSON ({err})"
-    else:
-        missing = [k for k in _REQUIRED if k not in data] if isinstance(data, dict) else None
-        if missing is None:
-            problem = f"holds a JSON {type(data).__name__}, not an object"
-        elif missing:
-            problem = f"lacks the required keys {missing}"
-        elif not isinstance(data["scores"], dict) or not isinstance(data.get("extra", {}), dict):
-            problem = "has 'scores' or 'extra' that is not an object"
-        else:
-            return data
-    warnings.warn(f"skipping results record {path}: it {problem}", stacklevel=3)
-    return None
+    if problem:
+        warnings.warn(f"skipping results record {path}: it {problem}", stacklevel=3)
+    return None if problem else data
 
 
 def load_records(profile_name: str | None = None, notebook: str | None = None) -> list[dict[str, Any]]:
@@ -116,8 +116,7 @@ def latest(profile_name: str, configurations: Sequence[str], producers: Mapping 
     newest = {}
     for rec in load_records(profile_name):  # oldest first, so later ones win
         newest[rec.get("extra", {}).get("configuration")] = rec
-    missing = [c for c in configurations if c not in newest]
-    if missing:
+    if missing := [c for c in configurations if c not in newest]:
         named = [f"{c} (made by {producers[c]})" if producers and c in producers else c for c in missing]
         print(f"no {profile_name} record yet for: {'; '.join(named)}")
     return [newest[c] for c in configurations if c in newest]
