@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from datasets import Dataset, DatasetDict
+from datasets import Dataset
 from tokenizers import ByteLevelBPETokenizer
 
-from tutorlib.templates import TEMPLATES, Template, to_prompt_completion, to_seq2seq, to_text
+from tutorlib.templates import TEMPLATES, Template
 
 DIALOGUE = (
     "Customer: I booked the 9:15 to Leeds but need Friday instead. Can I change it?\n"
@@ -154,34 +154,3 @@ def _records() -> Dataset:
     )
 
 
-def test_to_prompt_completion_builds_only_the_trl_columns():
-    t = TEMPLATES["tweetsumm"]
-    out = to_prompt_completion(_records(), t)
-    assert out.column_names == ["prompt", "completion"]
-    assert out[0]["prompt"] == t.prompt(DIALOGUE)
-    assert out[1]["completion"] == " Ann and Bob greet. <END_OF_SECOND_SENTENCE>"
-
-
-def test_to_text_on_a_datasetdict():
-    t = TEMPLATES["falcon_samsum"]
-    splits = to_text(DatasetDict(train=_records(), test=_records()), t)
-    assert list(splits) == ["train", "test"] and splits["train"].column_names == ["text"]
-    assert splits["test"]["text"][1] == t.text("Ann: hi\nBob: hello", "Ann and Bob greet.")
-
-
-def test_to_seq2seq_targets_the_bare_summary():
-    out = to_seq2seq(_records(), TEMPLATES["flan_t5"])
-    assert out.column_names == ["prompt", "completion"]
-    assert out["completion"] == [CLEAN_SUMMARY, "Ann and Bob greet."]
-    assert out[0]["prompt"].startswith("Summarize the following conversation.\n\nCustomer:")
-
-
-@pytest.mark.parametrize("convert", [to_prompt_completion, to_text, to_seq2seq])
-def test_a_missing_column_is_named(convert):
-    with pytest.raises(
-        ValueError, match="missing column\\(s\\) summary: expected dialogue, summary; found id, dialogue"
-    ):
-        convert(Dataset.from_list([{"id": "a", "dialogue": DIALOGUE}]), TEMPLATES["tweetsumm"])
-    no_dialogue = DatasetDict(train=Dataset.from_list([{"text": "x", "summary": "y"}]))
-    with pytest.raises(ValueError, match="missing column\\(s\\) dialogue: .*found text, summary"):
-        convert(no_dialogue, TEMPLATES["tweetsumm"])

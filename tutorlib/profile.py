@@ -122,7 +122,7 @@ class Profile:
         return f"profile={self.name} · device={hardware} · dtype={str(self.dtype).removeprefix('torch.')} · {libs}"
 
 
-def quiet_libraries() -> None:
+def _quiet_libraries() -> None:
     """Hide library progress bars and advice-level warnings (`TUTORLIB_VERBOSE=1` keeps them); errors still show."""
     if os.environ.get("TUTORLIB_VERBOSE"):
         return
@@ -153,7 +153,7 @@ def detect(name: str | None = None, *, seed: int = 42) -> Profile:
     overrides = _parse_overrides(os.environ.get("TUTORLIB_MODEL_OVERRIDES", ""))
     os.environ["TUTORLIB_PROFILE"] = chosen  # data.load(name) follows the profile chosen here
     transformers.set_seed(seed)
-    quiet_libraries()
+    _quiet_libraries()
     if chosen == "smoke" and not cuda:
         # 64-wide matrices gain nothing from threads, and on a busy 2-core machine OpenMP threads
         # waiting for each other made a training step ~25x slower.

@@ -7,8 +7,6 @@ masking needs."""
 import re
 from dataclasses import dataclass
 
-from datasets import Dataset, DatasetDict
-
 # What a model writes after its summary: a marker variant (<END_SENTENCE>, a cut-off "<EN" or final "<",
 # <|endoftext|>, a '>>"' tail: document 000 shows them) or a restarted "###" section. "< 5" is kept.
 _MARKER_LIKE = r'<\s*(?:[A-Z_|/]|\Z)|>>\s*"|###'
@@ -72,28 +70,3 @@ _ALL = (
     Template("phi2", "003", _PHI2, "Instruct: {instruction}\n\n{dialogue}\n\nOutput:"),
 )
 TEMPLATES: dict[str, Template] = {t.name: t for t in _ALL}
-
-
-def _convert(data: Dataset | DatasetDict, build) -> Dataset | DatasetDict:
-    """`build(dialogue, summary) -> columns` on every row of every split; only the new columns remain."""
-    if isinstance(data, DatasetDict):
-        return DatasetDict({split: _convert(ds, build) for split, ds in data.items()})
-    if missing := [c for c in ("dialogue", "summary") if c not in data.column_names]:
-        found = ", ".join(data.column_names) or "none"
-        raise ValueError(f"missing column(s) {', '.join(missing)}: expected dialogue, summary; found {found}")
-    return data.map(lambda row: build(row["dialogue"], row["summary"]), remove_columns=data.column_names)
-
-
-def to_prompt_completion(data: Dataset | DatasetDict, template: Template) -> Dataset | DatasetDict:
-    """Columns `prompt` and `completion` only: trl's SFTTrainer then computes the loss on the completion."""
-    return _convert(data, lambda d, s: {"prompt": template.prompt(d), "completion": template.completion(s)})
-
-
-def to_text(data: Dataset | DatasetDict, template: Template) -> Dataset | DatasetDict:
-    """One column `text`: prompt and completion joined, for loss on the whole sequence."""
-    return _convert(data, lambda d, s: {"text": template.text(d, s)})
-
-
-def to_seq2seq(data: Dataset | DatasetDict, template: Template) -> Dataset | DatasetDict:
-    """Columns `prompt` (the encoder input) and `completion` (the bare summary, the decoder's target)."""
-    return _convert(data, lambda d, s: {"prompt": template.prompt(d), "completion": s.strip()})
