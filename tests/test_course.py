@@ -59,3 +59,15 @@ def test_model_names_come_from_hub_ids_and_stand_in_folders(lesson):
     assert course._model_name(Fake()) == "llama-2-7b"
     Fake.name_or_path = lesson.profile.model("phi-2")
     assert course._model_name(Fake()) == "phi-2"
+
+
+def test_a_rouge_lesson_scores_against_the_references_and_records_intervals(test_split):
+    lesson = course.Lesson("04_test_rouge", detect("smoke"), template="flan_t5", rubric="rouge")
+    assert lesson.judge is None
+    model, tok = train.load_model("flan-t5-base", lesson.profile)
+    ev = lesson.evaluate(model, tok, test_split, "FLAN-T5 base")
+    rec = json.loads(ev.record.read_text())
+    assert rec["judge"].startswith("ROUGE") and rec["model"] == "flan-t5-base"
+    for key in ("rouge1", "rouge2", "rougeL", "rougeLsum"):
+        assert rec["scores"][f"{key}_low"] <= rec["scores"][key] <= rec["scores"][f"{key}_high"]
+    assert list(ev.table().index) == ["rouge1", "rouge2", "rougeL", "rougeLsum"]

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from tutorlib import generate, grading, models, results
+from tutorlib import generate, grading, metrics, models, results
 from tutorlib.profile import Profile
 from tutorlib.templates import TEMPLATES, Template
 
@@ -37,8 +37,10 @@ class Evaluation:
     record: Path
 
     def table(self) -> pd.DataFrame:
-        """Points per criterion and in total, out of the maximum over the summaries that were graded."""
+        """Points per criterion and in total out of the graded maximum; or ROUGE with 95 % intervals."""
         t = self.totals
+        if "rouge" in t:
+            return t["rouge"].round(4).rename_axis(f"{self.configuration} · {len(self.summaries)} summaries")
         rows = {name: (points, t["criteria_max"][name]) for name, points in t["criteria"].items()}
         rows["total"] = (t["total"], t["max_total"])
         frame = pd.DataFrame.from_dict(rows, orient="index", columns=["points", "out of"])
@@ -50,9 +52,11 @@ class Lesson:
 
     def __init__(self, notebook: str, profile: Profile, *, template: str | Template, rubric: str = "tweetsumm",
                  judge: Any = None) -> None:
+        """`rubric` names a `grading.RUBRICS` entry graded by `judge` (default: `choose_judge()`), or is
+        "rouge": ROUGE against the references, with bootstrap intervals, and no judge."""
         self.notebook, self.profile, self.rubric = notebook, profile, rubric
         self.template = TEMPLATES[template] if isinstance(template, str) else template
-        self.judge = judge if judge is not None else grading.choose_judge()
+        self.judge = judge if judge is not None or rubric == "rouge" else grading.choose_judge()
 
     def evaluate(self, model: Any, tokenizer: Any, test: Any, configuration: str, trained: Any = None) -> Evaluation:
         """Summarize every test dialogue, grade the summaries and record them under `configuration`.
@@ -84,11 +88,17 @@ class Lesson:
         return self._grade(items, "Human reference (leave-one-out)", model="human", method="reference")
 
     def _grade(self, items: list[dict], configuration: str, *, model: str, method: str, trained: Any = None) -> Evaluation:
-        grades = grading.grade_many(self.judge, self.rubric, items)
-        totals = grading.summarize_grades(grades, self.rubric)
-        print(grading.report(totals))
-        scores = {"total": totals["total"], **totals["criteria"], "max_total": totals["max_total"],
-                  "graded": totals["graded"], "failed": totals["failed"]}
+        if self.rubric == "rouge":
+            table = metrics.rouge_with_ci([i["summary"] for i in items], [i["references"] for i in items])
+            grades, totals = table, {"rouge": table, "judge": "ROUGE (rouge-score, best of the references)"}
+            scores = {f"{k}{end}": v for end, col in [("", "score"), ("_low", "low"), ("_high", "high")]
+                      for k, v in table[col].items()}
+        else:
+            grades = grading.grade_many(self.judge, self.rubric, items)
+            totals = grading.summarize_grades(grades, self.rubric)
+            print(grading.report(totals))
+            scores = {"total": totals["total"], **totals["criteria"], "max_total": totals["max_total"],
+                      "graded": totals["graded"], "failed": totals["failed"]}
         extra: dict[str, Any] = {"configuration": configuration, "test_examples": len(items)}
         run: dict[str, Any] = {}
         if trained is not None:
