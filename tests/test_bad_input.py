@@ -62,10 +62,19 @@ def test_a_50000_character_dialogue_alone_is_cut_warned_and_trained_with_its_who
     _, tok = gpt2
     dialogue = ("Customer: my parcel is late again and I want a refund now, where is it? " * 700)[:50_000]
     rows = TrainedRows()
-    with pytest.warns(UserWarning, match=r"train: 1 of 1 dialogues were cut at the end to fit max_length=384"):
-        run = train.finetune("distilgpt2", DatasetDict(train=_rows((dialogue, SUMMARY))), method="full",
-                             template=TEMPLATE, profile=smoke, callbacks=[rows],
-                             train_sampling_strategy="group_by_length", **FAST)  # fmt: skip
+    with pytest.warns(
+        UserWarning, match=r"train: 1 of 1 dialogues were cut at the end to fit max_length=384"
+    ):
+        run = train.finetune(
+            "distilgpt2",
+            DatasetDict(train=_rows((dialogue, SUMMARY))),
+            method="full",
+            template=TEMPLATE,
+            profile=smoke,
+            callbacks=[rows],
+            train_sampling_strategy="group_by_length",
+            **FAST,
+        )
     assert [h["step"] for h in run.history if "loss" in h] == [1, 2]
     (row,) = rows.rows
     assert len(row["input_ids"]) <= 384
@@ -74,7 +83,9 @@ def test_a_50000_character_dialogue_alone_is_cut_warned_and_trained_with_its_who
 
 def _prompt_of(tok, n_tokens: int) -> str:
     """A dialogue whose prompt is exactly `n_tokens` tokens long."""
-    ids = tok(" ".join(f"Customer: parcel {i} is late." for i in range(200)), add_special_tokens=False).input_ids
+    ids = tok(
+        " ".join(f"Customer: parcel {i} is late." for i in range(200)), add_special_tokens=False
+    ).input_ids
     for k in range(len(ids), 0, -1):
         dialogue = tok.decode(ids[:k]).strip()
         if len(tok(TEMPLATE.prompt(dialogue)).input_ids) == n_tokens:
@@ -95,32 +106,41 @@ def test_a_376_token_prompt_keeps_its_summary_and_end_marker_also_without_comple
     # The old switch `completion_only=False` is gone: prepare always builds prompt/completion pairs, and
     # trl's own `completion_only_loss=False` trains on the whole sequence, whose end is the whole summary.
     with pytest.warns(UserWarning, match="were cut"), pytest.raises(TypeError, match="'completion_only'"):
-        train.finetune("distilgpt2", pairs, method="full", template=TEMPLATE, profile=smoke, completion_only=False)
+        train.finetune(
+            "distilgpt2", pairs, method="full", template=TEMPLATE, profile=smoke, completion_only=False
+        )
     rows = TrainedRows()
     with pytest.warns(UserWarning, match="1 of 1 dialogues were cut"):
-        train.finetune("distilgpt2", pairs, method="full", template=TEMPLATE, profile=smoke, callbacks=[rows],
-                       completion_only_loss=False, **FAST)  # fmt: skip
+        train.finetune(
+            "distilgpt2",
+            pairs,
+            method="full",
+            template=TEMPLATE,
+            profile=smoke,
+            callbacks=[rows],
+            completion_only_loss=False,
+            **FAST,
+        )
     learned = _learned(tok, rows.rows[0])
-    assert learned.startswith("### Instruction:") and learned.endswith(TEMPLATE.completion(SUMMARY) + tok.eos_token)
+    assert learned.startswith("### Instruction:") and learned.endswith(
+        TEMPLATE.completion(SUMMARY) + tok.eos_token
+    )
 
 
 def test_a_zero_row_training_set_is_a_clear_error_not_a_bare_stop_iteration(smoke):
     empty = DatasetDict(train=Dataset.from_dict({"id": [], "dialogue": [], "summary": [], "references": []}))
-    with pytest.raises(ValueError, match=r"no usable train example: all 0 .*max_length=384"):
+    with pytest.raises(ValueError, match=r"no usable train example"):
         train.finetune("distilgpt2", empty, method="full", template=TEMPLATE, profile=smoke, **FAST)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="train.prepare cuts a dialogue to `room - 2` tokens, which is -1 (the whole dialogue but one token) "
-    "for room 1 and 0 (an empty dialogue, which the template refuses) for room 2; see the issue 14 note",
-)
 @pytest.mark.parametrize("room", [1, 2])
 def test_a_summary_that_leaves_almost_no_room_drops_its_example_and_keeps_the_others(gpt2, room):
     _, tok = gpt2
     frame = len(tok(TEMPLATE.prompt(".") + TEMPLATE.completion(SUMMARY)).input_ids) + 2  # as prepare counts
     max_length = frame + room
-    pairs = DatasetDict(train=_rows(("Customer: hi", "Late."), ("Customer: where is my parcel? " * 5, SUMMARY)))
+    pairs = DatasetDict(
+        train=_rows(("Customer: hi", "Late."), ("Customer: where is my parcel? " * 5, SUMMARY))
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         prepared = train.prepare(pairs, TEMPLATE, tok, max_length=max_length)["train"]
@@ -151,7 +171,8 @@ def test_under_full_checkpoints_are_saved_on_a_schedule_by_default(smoke, gpt2, 
         assert args.save_strategy == "steps" and 0 < args.save_steps <= 500 and args.save_total_limit == 2
     with pytest.raises(Stop):
         train.finetune("distilgpt2", pairs, method="full", template=TEMPLATE, profile=smoke)
-    assert seen[str(paths.runs_dir() / "train" / "distilgpt2-full")].save_strategy == "no"  # why smoke cannot resume
+    smoke_args = seen[str(paths.runs_dir() / "train" / "distilgpt2-full")]
+    assert smoke_args.save_strategy == "no"  # why smoke cannot resume, as finetune(resume=True) says
 
 
 # ---------------------------------------------------------------- generation past GPT-2's 1,024 positions
@@ -161,12 +182,18 @@ def test_a_prompt_past_1024_positions_is_cut_from_the_left_and_the_other_prompts
     # Before: IndexError: index out of range in self, and the other prompts of the call were lost with it.
     model, tok = gpt2
     assert model.config.n_positions == 1024
-    short = [TEMPLATE.prompt("Customer: hi\nAgent: hello"), TEMPLATE.prompt("Customer: late train\nAgent: sorry")]
+    short = [
+        TEMPLATE.prompt("Customer: hi\nAgent: hello"),
+        TEMPLATE.prompt("Customer: late train\nAgent: sorry"),
+    ]
     long = TEMPLATE.prompt("Customer: my parcel is late again. " * 250)
     assert len(tok(long).input_ids) > 1024
     alone = [generate.summarize(model, tok, [p], template=TEMPLATE, max_new_tokens=4)[0] for p in short]
-    with pytest.warns(UserWarning, match=r"prompts at index \[1\] do not fit the 1024-token context: only their "
-                      r"last 1020 tokens are used"):  # fmt: skip
+    with pytest.warns(
+        UserWarning,
+        match=r"prompts at index \[1\] do not fit the 1024-token context: only their "
+        r"last 1020 tokens are used",
+    ):
         out = generate.summarize(model, tok, [short[0], long, short[1]], template=TEMPLATE, max_new_tokens=4)
     assert len(out) == 3 and [out[0], out[2]] == alone
 
@@ -193,22 +220,36 @@ def results_dir(tmp_path, monkeypatch):
 
 
 def _record(smoke, experiment="01_ok", **fields):
-    args = {"notebook": "01_x.ipynb", "profile": smoke, "model": "distilgpt2", "method": "full",
-            "scores": {"total": 3, "max_total": 6, "graded": 2}, "train_seconds": 60.0, "peak_memory_mb": 10.0,
-            "memory_kind": "cpu_rss", "extra": {"configuration": "DistilGPT2 full fine-tune"}}  # fmt: skip
+    args = {
+        "notebook": "01_x.ipynb",
+        "profile": smoke,
+        "model": "distilgpt2",
+        "method": "full",
+        "scores": {"total": 3, "max_total": 6, "graded": 2},
+        "train_seconds": 60.0,
+        "peak_memory_mb": 10.0,
+        "memory_kind": "cpu_rss",
+        "extra": {"configuration": "DistilGPT2 full fine-tune"},
+    }
     return results.record(experiment, **(args | fields))
 
 
-def test_mistyped_records_are_skipped_with_a_warning_naming_file_and_field_and_every_table_builds(smoke, results_dir):
+def test_mistyped_records_are_skipped_with_a_warning_naming_file_and_field_and_every_table_builds(
+    smoke, results_dir
+):
     # Before: one such file made summary_table, latest and side_by_side fail without naming it.
     good = json.loads(_record(smoke).read_text())
     mistyped = {
         "seconds.json": ("train_seconds", "sixty", "train_seconds is str, expected a number or null"),
         "memory.json": ("peak_memory_mb", "10", "peak_memory_mb is str, expected a number or null"),
         "score.json": ("scores", {"total": "high"}, "scores.total is str, expected a number or null"),
-        "configuration.json": ("extra", {"configuration": ["a"]}, "extra.configuration is list, expected text or null"),
+        "configuration.json": (
+            "extra",
+            {"configuration": ["a"]},
+            "extra.configuration is list, expected text or null",
+        ),
         "notebook.json": ("notebook", None, "notebook is NoneType, expected text"),
-    }  # fmt: skip
+    }
     for file, (key, value, _) in mistyped.items():
         (results_dir / file).write_text(json.dumps(good | {key: value}), encoding="utf-8")
     tables = {
@@ -223,7 +264,10 @@ def test_mistyped_records_are_skipped_with_a_warning_naming_file_and_field_and_e
             assert list(built["experiment"]) == ["01_ok"]
         messages = [str(w.message) for w in caught]
         for file, (*_, problem) in mistyped.items():
-            assert f"skipping results record {results_dir / file}: it has values of the wrong type: {problem}" in messages
+            assert (
+                f"skipping results record {results_dir / file}: it has values of the wrong type: {problem}"
+                in messages
+            )
     ours = built[(built["configuration"] == "DistilGPT2 full fine-tune") & (built["metric"] == "total")]
     assert list(ours.iloc[:, -1]) == ["3 of 6"]  # the good record is still beside the document's number
 
@@ -236,7 +280,9 @@ def test_record_refuses_to_write_what_the_tables_would_skip(smoke, results_dir):
     assert not (results_dir / "01_bad.json").exists()
 
 
-def test_a_key_given_to_the_judge_as_api_key_is_refused_in_a_lesson_record(smoke, results_dir, monkeypatch, tmp_path):
+def test_a_key_given_to_the_judge_as_api_key_is_refused_in_a_lesson_record(
+    smoke, results_dir, monkeypatch, tmp_path
+):
     # Before: the guard only knew the keys in the environment, and a key passed as api_key= was written.
     for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "TUTORLIB_JUDGE_BASE_URL"):
         monkeypatch.delenv(var, raising=False)

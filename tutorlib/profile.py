@@ -147,7 +147,8 @@ def detect(name: str | None = None, *, seed: int = 42) -> Profile:
     cuda = torch.cuda.is_available()
     chosen = (name or os.environ.get("TUTORLIB_PROFILE") or ("full" if cuda else "smoke")).strip().lower()
     if chosen not in PROFILES:
-        raise ValueError(f"unknown profile {chosen!r}; expected one of: {', '.join(PROFILES)}")
+        source = "" if name else " (from TUTORLIB_PROFILE)"
+        raise ValueError(f"unknown profile {chosen!r}{source}; expected one of: {', '.join(PROFILES)}")
     if chosen == "full" and not cuda:
         log.warning("profile 'full' without a CUDA GPU: real 7B models will not fit or will take hours")
     overrides = _parse_overrides(os.environ.get("TUTORLIB_MODEL_OVERRIDES", ""))

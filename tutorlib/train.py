@@ -114,19 +114,20 @@ def prepare(dataset: DatasetDict, template: templates.Template, tokenizer: Any, 
             frame = len(tokenizer(template.prompt(".") + fixed).input_ids) + 2  # + eos and a margin
             ids = tokenizer(dialogue, add_special_tokens=False).input_ids
             room = max_length - frame
-            if room <= 0:
+            if len(ids) > room:  # keep room - 2 tokens: re-tokenizing the cut text may add one or two
+                dialogue = tokenizer.decode(ids[: max(room - 2, 0)]).strip()
+                cut += bool(dialogue)
+            if not dialogue:  # the summary leaves no room for any of the dialogue
                 dropped += 1
                 continue
-            if len(ids) > room:
-                cut += 1
-                dialogue = tokenizer.decode(ids[: room - 2])
             rows.append({"prompt": template.prompt(dialogue), "completion": fixed})
         if cut or dropped:
             warnings.warn(f"{split}: {cut} of {len(ds)} dialogues were cut at the end to fit max_length="
-                          f"{max_length}; {dropped} examples dropped because their summary alone does not fit",
+                          f"{max_length}; {dropped} examples dropped: their summary leaves no room for the dialogue",
                           stacklevel=2)
         if not rows:
-            raise ValueError(f"no usable {split} example: all {len(ds)} are empty or longer than max_length={max_length}")
+            what = f"all {len(ds)} are too long for max_length={max_length}" if len(ds) else "the split has no rows"
+            raise ValueError(f"no usable {split} example: {what}")
         out[split] = Dataset.from_list(rows)
     return DatasetDict(out)
 
