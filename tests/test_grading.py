@@ -268,8 +268,9 @@ def test_offline_judge_is_a_labelled_overlap_proxy():
     assert no_refs["failed"][0] and "reference" in no_refs["reason"][0]
     totals = summarize_grades(df, "tweetsumm")
     assert totals["cost_usd"] == 0.0 and totals["judge"] == judge.label
-    with pytest.raises(ValueError, match="LLMJudge"):
-        grade_many(judge, "summary_quality", items(good))
+    quality = grade_many(judge, "summary_quality", items(good, off_topic))  # counted as failed, never zero
+    assert quality["failed"].all() and "needs an LLM judge" in quality["reason"][0]
+    assert summarize_grades(quality, "summary_quality")["graded"] == 0
     with pytest.raises(ValueError, match="threshold"):
         OfflineJudge(threshold=0)
 

@@ -206,9 +206,8 @@ class OfflineJudge:
 
     def grade(self, rubric: Rubric, dialogue: str, summary: str, references: Any = None) -> dict[str, Any]:
         """Grade one summary against its human references (the dialogue is not used)."""
-        if rubric.name != "tweetsumm":
-            message = f"OfflineJudge grades only the 'tweetsumm' rubric, not {rubric.name!r}: use an LLMJudge"
-            raise ValueError(message)
+        if rubric.name != "tweetsumm":  # counted and shown as failed, so a notebook without an LLM still runs
+            return {"failed": True, "reason": f"the offline proxy cannot judge {rubric.name!r}: it needs an LLM judge"}
         refs = [r for r in ([references] if isinstance(references, str) else references or []) if r.strip()]
         if not refs:
             return {"failed": True, "reason": "offline judge needs reference summaries"}
