@@ -78,12 +78,13 @@ class Lesson:
     def references(self, test: Any) -> Evaluation:
         """Grade each dialogue's first human summary against its other ones: the judge's ceiling.
 
-        A dialogue with a single reference has nothing to compare with: it is counted as failed, not zero.
+        The offline proxy compares with references, so for it a dialogue with a single reference is a
+        failed judgment (counted, not zero); an LLM judge grades against the dialogue itself.
         """
         items = [{"id": i, "dialogue": d, "summary": r[0] if r else "", "references": r[1:]}
                  for i, d, r in zip(test["id"], test["dialogue"], test["references"], strict=True)]
         single = sum(len(r) < 2 for r in test["references"])
-        if single:
+        if single and isinstance(self.judge, grading.OfflineJudge):  # an LLM judge reads the dialogue instead
             print(f"{single} of {len(items)} dialogues have one reference only: nothing to grade it against")
         return self._grade(items, "Human reference (leave-one-out)", model="human", method="reference")
 
