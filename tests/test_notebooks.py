@@ -19,6 +19,8 @@ TEACHES = {
     "02": ["except torch.OutOfMemoryError", "memory.estimate(", "SFTConfig("],
     "03": ["LoraConfig(", "BitsAndBytesConfig(", "prepare_model_for_kbit_training(", "get_peft_model(",
            "peft_config=", "quantization_config="],
+    "04": ["Seq2SeqTrainingArguments(", "Seq2SeqTrainer(", "DataCollatorForSeq2Seq(", "text_target=", "LoraConfig(",
+           "get_peft_model(", "PeftModel.from_pretrained(", "is_trainable=False", "memory.track()"],
 }
 
 
