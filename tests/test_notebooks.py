@@ -21,6 +21,9 @@ TEACHES = {
            "peft_config=", "quantization_config="],
     "04": ["Seq2SeqTrainingArguments(", "Seq2SeqTrainer(", "DataCollatorForSeq2Seq(", "text_target=", "LoraConfig(",
            "get_peft_model(", "PeftModel.from_pretrained(", "is_trainable=False", "memory.track()"],
+    "05": ["BitsAndBytesConfig(", "quantization_config=", "isinstance(module, Linear4bit)", "LoraConfig(",
+           "models.on_meta(", "prepare_model_for_kbit_training(", "get_peft_model(", "SFTConfig(", "SFTTrainer(",
+           "repetition_penalty=30", 'rubric="summary_quality"'],
 }
 
 

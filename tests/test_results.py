@@ -310,3 +310,9 @@ def test_side_by_side_shows_points_out_of_this_runs_maximum(profile):
     assert table1.loc[("DistilGPT2 base", "train_minutes"), run] == "not trained"
     criteria = results.side_by_side("000", "Fine-tuning DistilGPT-2", records).set_index(["configuration", "metric"])
     assert criteria.loc[("DistilGPT2 base", "total"), criteria.columns[-1]] == "5 of 12"
+
+
+def test_summary_table_never_shows_an_all_failed_run_as_zero(profile):
+    _write(profile, "quality", scores={"total": 0, "graded": 0, "failed": 4, "max_total": 0},
+           extra={"configuration": "Falcon-7B QLoRA"})
+    assert results.summary_table("smoke")["main score"].tolist() == ["all 4 judgments failed"]

@@ -131,6 +131,8 @@ def _main_score(rec: Mapping[str, Any]) -> str:
     scores = rec["scores"]
     name = next((k for k in (*_MAIN_SCORES, *scores) if k in scores), None)
     value = f"{scores[name]:.4g}" if isinstance(scores.get(name), int | float) else scores.get(name)
+    if scores.get("graded") == 0 and scores.get("failed"):  # nothing was judged: never show it as 0
+        return f"all {scores['failed']} judgments failed"
     return _failure(rec) or ("—" if name is None else f"{name} {value}")
 
 
