@@ -24,6 +24,9 @@ TEACHES = {
     "05": ["BitsAndBytesConfig(", "quantization_config=", "isinstance(module, Linear4bit)", "LoraConfig(",
            "models.on_meta(", "prepare_model_for_kbit_training(", "get_peft_model(", "SFTConfig(", "SFTTrainer(",
            "repetition_penalty=30", 'rubric="summary_quality"'],
+    "06": ["BitsAndBytesConfig(", "quantization_config=", "prepare_model_for_kbit_training(", "LoraConfig(",
+           "get_peft_model(", "SFTConfig(", "SFTTrainer(", "plots.loss_curves(", "PeftModel.from_pretrained(",
+           "merge_and_unload()"],
 }
 
 
