@@ -44,6 +44,7 @@ def test_references_grade_humans_and_count_single_reference_dialogues(lesson, te
 
 
 def test_failed_runs_are_recorded_and_named_gaps(lesson, capsys):
+    lesson = course.Lesson("02_test_notebook", lesson.profile, template="tweetsumm", judge=lesson.judge)
     lesson.failed("Llama-2-7B full fine-tune", torch.OutOfMemoryError("CUDA out of memory"), model="llama-2-7b",
                   method="full")
     found = lesson.records(["Llama-2-7B full fine-tune", "Llama-2-7B QLoRA"])

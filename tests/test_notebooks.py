@@ -27,6 +27,10 @@ TEACHES = {
     "06": ["BitsAndBytesConfig(", "quantization_config=", "prepare_model_for_kbit_training(", "LoraConfig(",
            "get_peft_model(", "SFTConfig(", "SFTTrainer(", "plots.loss_curves(", "PeftModel.from_pretrained(",
            "merge_and_unload()"],
+    "08": ["SFTConfig(", "SFTTrainer(", 'dataset_text_field="text"', "param.requires_grad = False", "LoraConfig(",
+           "get_peft_model(", 'load_dataset("json"', "def format_instruction("],
+    "09": ["DPOConfig(", "DPOTrainer(", "ref_model=None", "peft_config=", "LoraConfig(", "SFTTrainer(",
+           "disable_adapter()", "F.logsigmoid("],
 }
 
 

@@ -163,13 +163,13 @@ def test_latest_picks_the_newest_per_configuration_and_names_missing_producers(p
     newer = _write(profile, "lora_try2", scores={"total": 20})
     _set_created_at(older, "2020-01-01T00:00:00+00:00")
     _write(profile, "base", extra={"configuration": "DistilGPT2 base"})
-    producers = {"DistilGPT2 QLoRA": "03_lora_qlora", "DistilGPT2 base": "01_baseline"}
+    producers = {"DistilGPT2 QLoRA": "03_lora_qlora", "DistilGPT2 base": "01_tweetsumm"}
     wanted = ["DistilGPT2 QLoRA", "DistilGPT2 LoRA", "DistilGPT2 full fine-tune", "DistilGPT2 base"]
     picked = results.latest("smoke", wanted, producers)
     assert [r["experiment"] for r in picked] == ["lora_try2", "base"]
     out = capsys.readouterr().out
     assert "DistilGPT2 QLoRA (made by 03_lora_qlora)" in out and "DistilGPT2 full fine-tune" in out
-    assert "01_baseline" not in out  # it has a record
+    assert "01_tweetsumm" not in out  # it has a record
     _set_created_at(newer, "2019-01-01T00:00:00+00:00")  # now try1 is the newest
     assert results.latest("smoke", ["DistilGPT2 LoRA"])[0]["experiment"] == "lora_try1"
     os.utime(older)  # touching a file does not reorder records with different times
@@ -316,3 +316,12 @@ def test_summary_table_never_shows_an_all_failed_run_as_zero(profile):
     _write(profile, "quality", scores={"total": 0, "graded": 0, "failed": 4, "max_total": 0},
            extra={"configuration": "Falcon-7B QLoRA"})
     assert results.summary_table("smoke")["main score"].tolist() == ["all 4 judgments failed"]
+
+
+def test_latest_takes_a_configuration_only_from_the_notebook_that_makes_it(profile):
+    _write(profile, "base01", method="base", notebook="01_tweetsumm", extra={"configuration": "DistilGPT2 base"})
+    _write(profile, "base08", method="base", notebook="08_instructions", scores={"rouge1": 0.1},
+           extra={"configuration": "DistilGPT2 base"})
+    assert results.latest("smoke", ["DistilGPT2 base"])[0]["notebook"] == "08_instructions"  # newest of any
+    chosen = results.latest("smoke", ["DistilGPT2 base"], producers={"DistilGPT2 base": "01"})
+    assert [r["notebook"] for r in chosen] == ["01_tweetsumm"]

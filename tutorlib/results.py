@@ -112,12 +112,16 @@ def load_records(profile_name: str | None = None, notebook: str | None = None) -
 
 
 def latest(profile_name: str, configurations: Sequence[str], producers: Mapping | None = None) -> list[dict]:
-    """The newest record per `extra.configuration`, in the order given; the missing ones are named."""
-    newest = {}
+    """The newest record per `extra.configuration`, in the order given; the missing ones are named. With
+    `producers` (configuration -> notebook number), only that notebook's records count for it, since
+    another lesson may reuse the name (08's "DistilGPT2 base" is a DialogSum run, not 01's)."""
+    newest, producers = {}, producers or {}
     for rec in load_records(profile_name):  # oldest first, so later ones win
-        newest[rec.get("extra", {}).get("configuration")] = rec
+        name = rec.get("extra", {}).get("configuration")
+        if str(rec.get("notebook", "")).startswith(producers.get(name, "")):
+            newest[name] = rec
     if missing := [c for c in configurations if c not in newest]:
-        named = [f"{c} (made by {producers[c]})" if producers and c in producers else c for c in missing]
+        named = [f"{c} (made by {producers[c]})" if c in producers else c for c in missing]
         print(f"no {profile_name} record yet for: {'; '.join(named)}")
     return [newest[c] for c in configurations if c in newest]
 
