@@ -31,6 +31,8 @@ TEACHES = {
            "get_peft_model(", 'load_dataset("json"', "def format_instruction("],
     "09": ["DPOConfig(", "DPOTrainer(", "ref_model=None", "peft_config=", "LoraConfig(", "SFTTrainer(",
            "disable_adapter()", "F.logsigmoid("],
+    "10": ["memory.estimate(", "Accelerator(", "accelerator.prepare(", "accelerator.backward(",
+           "accelerate.commands.launch", "--num_processes", "fsdp_config:"],
 }
 
 
