@@ -27,6 +27,8 @@ TEACHES = {
     "06": ["BitsAndBytesConfig(", "quantization_config=", "prepare_model_for_kbit_training(", "LoraConfig(",
            "get_peft_model(", "SFTConfig(", "SFTTrainer(", "plots.loss_curves(", "PeftModel.from_pretrained(",
            "merge_and_unload()"],
+    "07": ["class LoRALinear(", "LoraConfig(", "get_peft_model(", "torch.testing.assert_close(", "SFTTrainer(",
+           "torch.linalg.svdvals(", "bnb.functional.quantize_4bit(", "bnb.optim.PagedAdamW32bit("],
     "08": ["SFTConfig(", "SFTTrainer(", 'dataset_text_field="text"', "param.requires_grad = False", "LoraConfig(",
            "get_peft_model(", 'load_dataset("json"', "def format_instruction("],
     "09": ["DPOConfig(", "DPOTrainer(", "ref_model=None", "peft_config=", "LoraConfig(", "SFTTrainer(",
