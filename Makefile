@@ -12,11 +12,11 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 # Notebooks to run (default: all, in order). Example: make run NOTEBOOKS=notebooks/00_start_here.ipynb
 NOTEBOOKS ?=
 
-.PHONY: run test lint lab install constraints clean
+.PHONY: run test lint lab install constraints clean colab-check drift-check
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@echo "installing $(TORCH) first, then tutorlib[dev,notebooks] (editable) into $(VENV) ..."
+	@echo "installing $(TORCH) first, then tutorlib[dev] (editable) into $(VENV) ..."
 	@$(PIP) install "$(TORCH)"
 	@$(PIP) install -c constraints.txt -e ".[dev]"
 	@touch $(STAMP)
@@ -42,6 +42,17 @@ lab: $(STAMP)
 
 constraints: $(STAMP)
 	$(BIN)/python -m pip freeze --exclude-editable | sed 's/+cpu$$//' > constraints.txt
+
+# Colab's current image (../shared/colab): on Python 3.13, does the course install with Colab's versions
+# held, changing only what the code needs newer, and leaving Colab's kernel stack, numpy, pandas and
+# torch alone? Then the unit tests and smoke notebooks with those versions. Own venvs; needs the index.
+colab-check:
+	TORCH="$(TORCH)" bash .ci/colab-check
+
+# The newest releases of transformers, trl, peft, accelerate, datasets, bitsandbytes and openai (torch
+# stays $(TORCH)), then the unit tests and smoke notebooks: a breaking release shows here first.
+drift-check:
+	TORCH="$(TORCH)" bash .ci/drift-check
 
 clean:
 	rm -rf runs results/smoke .pytest_cache
