@@ -77,6 +77,11 @@ def test_prepare_raises_when_nothing_fits(smoke):
         train.prepare(ds, TEMPLATE, tok, max_length=64)
 
 
+def test_finetune_refuses_an_encoder_decoder(smoke, tweetsumm):
+    with pytest.raises(ValueError, match="encoder-decoder.*Seq2SeqTrainer"):
+        train.finetune("flan-t5-base", tweetsumm, method="lora", template=TEMPLATES["flan_t5"], profile=smoke)
+
+
 def test_full_finetune_drops_the_loss_and_trains_everything(smoke, tweetsumm):
     run = train.finetune("distilgpt2", tweetsumm, method="full", template=TEMPLATE, profile=smoke)
     assert run.trainable_params == run.total_params > 0

@@ -184,6 +184,8 @@ def finetune(name: str, dataset: DatasetDict, *, method: str, template: template
     kept every `save_steps` (500 unless set; `smoke` saves none); `resume=True` continues from the
     last one, and the returned history then covers the whole run.
     """
+    if models.spec(name).seq2seq:
+        raise ValueError(f"{name} is an encoder-decoder: train it with Seq2SeqTrainer, as notebook 04 shows")
     settings = {"eval_strategy": "epoch", "save_total_limit": 2, **document_settings(name, method),
                 **profile.train_args(name), **overrides}
     output_dir = paths.runs_dir() / "train" / f"{name}-{method}"
