@@ -2,9 +2,7 @@
 
 import contextlib
 import hashlib
-import importlib
 import json
-import os
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -21,6 +19,7 @@ from tqdm.auto import tqdm
 
 from tutorlib import paths
 from tutorlib.metrics import sentences
+from tutorlib.profile import secret
 
 
 @dataclass(frozen=True)
@@ -90,14 +89,6 @@ def _reply_model(rubric: Rubric) -> type[pydantic.BaseModel]:
     return pydantic.create_model(rubric.name, __config__=strict, **fields)
 
 
-def _setting(name: str) -> str | None:
-    """An environment variable, else (in Colab) the notebook secret of that name; blank counts as unset."""
-    value = os.environ.get(name, "").strip()
-    with contextlib.suppress(Exception):  # not Colab, no such secret, or access to it not granted
-        value = value or (importlib.import_module("google.colab.userdata").get(name) or "").strip()
-    return value or None
-
-
 # USD per 1M tokens (input, output), as of writing (2025); prices change: check openai.com/api/pricing.
 _PRICES = {"gpt-4o": (2.5, 10.0), "gpt-4o-mini": (0.15, 0.6), "gpt-4.1": (2.0, 8.0), "gpt-4": (30.0, 60.0)}
 _OPENAI = "https://api.openai.com/v1"
@@ -110,10 +101,10 @@ class LLMJudge:
     from TUTORLIB_JUDGE_MODEL (gpt-4o), TUTORLIB_JUDGE_BASE_URL or OPENAI_BASE_URL, and OPENAI_API_KEY."""
 
     def __init__(self, model=None, base_url=None, api_key=None, max_retries=5, timeout=60.0, cache_dir=None):
-        self.model = model or _setting("TUTORLIB_JUDGE_MODEL") or "gpt-4o"
-        origin = "base_url" if base_url else next((v for v in _BASE_URLS if _setting(v)), "")
-        base = base_url or _setting(origin)
-        self.secret = (api_key or "").strip() or _setting("OPENAI_API_KEY")  # results refuse records with it
+        self.model = model or secret("TUTORLIB_JUDGE_MODEL") or "gpt-4o"
+        origin = "base_url" if base_url else next((v for v in _BASE_URLS if secret(v)), "")
+        base = base_url or secret(origin)
+        self.secret = (api_key or "").strip() or secret("OPENAI_API_KEY")  # results refuse records with it
         if not self.secret and not base:
             raise ValueError("LLMJudge needs OPENAI_API_KEY, or base_url= / TUTORLIB_JUDGE_BASE_URL")
         self.base_url = (base or _OPENAI).rstrip("/")
@@ -223,7 +214,7 @@ class OfflineJudge:
 
 def choose_judge(verbose: bool = True) -> LLMJudge | OfflineJudge:
     """An LLMJudge if OPENAI_API_KEY or a judge base URL is set, else an OfflineJudge; says which and why."""
-    base, key = next(filter(None, map(_setting, _BASE_URLS)), None), _setting("OPENAI_API_KEY")
+    base, key = next(filter(None, map(secret, _BASE_URLS)), None), secret("OPENAI_API_KEY")
     judge = LLMJudge() if base or key else OfflineJudge()
     why = "a judge base URL is set" if base else "OPENAI_API_KEY is set"
     why = why if base or key else "neither OPENAI_API_KEY nor TUTORLIB_JUDGE_BASE_URL is set"
