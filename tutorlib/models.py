@@ -28,6 +28,10 @@ _TRAINER_2023 = {
     "max_length": 1024,
 }
 _TWEETSUMM = {**_TRAINER_2023, "learning_rate": 2e-4, "weight_decay": 0.01, "num_train_epochs": 5}
+# Document 000 uses one LoRA and one 4-bit setting for both of its models. It names no target layers,
+# so peft's default per architecture applies (GPT-2: the fused attention c_attn; Llama: q_proj, v_proj).
+_LORA_000 = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "bias": "none", "task_type": "CAUSAL_LM"}
+_NF4_000 = {"bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": False, "bnb_4bit_compute_dtype": "bfloat16"}
 
 
 @dataclass(frozen=True)
@@ -54,11 +58,9 @@ MODELS: dict[str, Spec] = {
         config={"model_type": "gpt2", "n_embd": 768, "n_layer": 6, "n_head": 12, "vocab_size": 50257,
                 "n_positions": 1024, "bos_token_id": 50256, "eos_token_id": 50256},
         tiny={"n_embd": 64, "n_layer": 2, "n_head": 4},
-        # 000 names no target layers, so peft's default for GPT-2 applies: the fused attention c_attn.
-        lora={"r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "bias": "none", "task_type": "CAUSAL_LM"},
+        lora=_LORA_000,
         training=_TWEETSUMM,
-        bnb={"bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": False,
-             "bnb_4bit_compute_dtype": "bfloat16"},
+        bnb=_NF4_000,
     ),
     "llama-2-7b": Spec(
         "llama-2-7b", "meta-llama/Llama-2-7b-hf", "llama", "000",
@@ -68,10 +70,9 @@ MODELS: dict[str, Spec] = {
                 "tie_word_embeddings": False, "bos_token_id": 1, "eos_token_id": 2},
         tiny={"hidden_size": 64, "intermediate_size": 172, "num_hidden_layers": 2,
               "num_attention_heads": 4, "num_key_value_heads": 4},
-        lora={"r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "bias": "none", "task_type": "CAUSAL_LM"},
+        lora=_LORA_000,
         training={**_TWEETSUMM, "num_train_epochs": 1},
-        bnb={"bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": False,
-             "bnb_4bit_compute_dtype": "bfloat16"},
+        bnb=_NF4_000,
     ),
     "falcon-7b": Spec(
         "falcon-7b", "tiiuae/falcon-7b", "falcon", "002",
