@@ -176,16 +176,17 @@ _STOP = set(
 )
 
 
-def _overlap(x: str, y: str) -> float:
-    """F1 of the content words two texts share (lower-cased, no stemming)."""
+def _overlap(x: str, y: str, precision: bool = False) -> float:
+    """F1 of the content words two texts share (lower-cased, no stemming), or the share of x's found in y."""
     a, b = (Counter(w for w in re.findall(r"[a-z0-9]+", t.lower()) if w not in _STOP) for t in (x, y))
     common = sum((a & b).values())
-    return 0.0 if common == 0 else 2 * common / (a.total() + b.total())
+    return common / max(a.total(), 1) if precision else 2 * common / max(a.total() + b.total(), 1)
 
 
 class OfflineJudge:
     """A free PROXY for the tweetsumm rubric: two_sentences counts `metrics.sentences`; customer / agent
-    compare the first sentence / the rest with each reference's by content-word F1 (best >= threshold)."""
+    compare the first sentence / the rest with each reference's by content-word F1 (best >= threshold), or,
+    given `references=None`, by the share of their content words that side of the conversation uses."""
 
     secret, price, price_note = None, (0.0, 0.0), "offline proxy: no API calls"
 
@@ -196,16 +197,21 @@ class OfflineJudge:
         self.label = f"offline proxy (word overlap >= {threshold:g}, not GPT-4)"
 
     def grade(self, rubric: Rubric, dialogue: str, summary: str, references: Any = None) -> dict[str, Any]:
-        """Grade one summary against its human references (the dialogue is not used)."""
+        """Grade one summary against its human references, or with `references=None` against the dialogue."""
         if rubric.name != "tweetsumm":  # counted and shown as failed, so a notebook without an LLM still runs
             return {"failed": True, "reason": f"the offline proxy cannot judge {rubric.name!r}: it needs an LLM judge"}
         refs = [r for r in ([references] if isinstance(references, str) else references or []) if r.strip()]
-        if not refs:
+        if not refs and references is not None:
             return {"failed": True, "reason": "offline judge needs reference summaries"}
         split = [(" ".join(s[:1]), " ".join(s[1:])) for s in map(sentences, [summary, *refs])]
         (customer, agent), *parts = split
-        best = {"customer": max(_overlap(customer, c) for c, _ in parts)}
-        best["agent"] = max(_overlap(agent, a) for _, a in parts)
+        if references is None:  # no human summary (synthetic data): is each sentence said by its side?
+            side = {r: " ".join(t.partition(":")[2] for t in dialogue.splitlines() if t.lower().startswith(r + ":"))
+                    for r in ("customer", "agent")}
+            best = {role: _overlap(said, side[role], True) for role, said in (("customer", customer), ("agent", agent))}
+        else:
+            best = {"customer": max(_overlap(customer, c) for c, _ in parts)}
+            best["agent"] = max(_overlap(agent, a) for _, a in parts)
         count = len(sentences(summary))
         scores = {k: int(v >= self.threshold) for k, v in best.items()}
         reason = f"overlap customer {best['customer']:.2f}, agent {best['agent']:.2f}; {count} sentence(s)"

@@ -1,0 +1,148 @@
+"""Fine-tuning through the OpenAI API: the chat JSONL checked line by line, its token count and cost before
+anything is paid, and a job that a rerun picks up instead of uploading or paying twice."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MIN_EXAMPLES = 10  # OpenAI refuses fewer; it reports clear gains from 50-100 well-made examples
+# As of writing (2025), per base model: USD per 1M training tokens, and the most tokens one example may
+# hold (longer ones are cut). Prices change: check openai.com/api/pricing before you rely on them.
+TRAINING = {
+    "gpt-4o-mini-2024-07-18": (3.00, 65_536),
+    "gpt-4.1-nano-2025-04-14": (1.50, 65_536),
+    "gpt-4.1-mini-2025-04-14": (5.00, 65_536),
+    "gpt-4o-2024-08-06": (25.00, 65_536),
+    "gpt-3.5-turbo-0125": (8.00, 16_385),
+}
+_ROLES = ("system", "user", "assistant")
+
+
+def _encoder(model: str) -> Any:
+    """tiktoken's encoding for `model`, or None where tiktoken or its encoding file (a download) is missing."""
+    try:
+        import tiktoken
+
+        return tiktoken.get_encoding("cl100k_base" if model.startswith("gpt-3.5") else "o200k_base")
+    except Exception:  # noqa: BLE001 - not installed, or offline on first use: count approximately
+        return None
+
+
+def default_epochs(examples: int) -> int:
+    """The epochs OpenAI chooses when you leave them out, as its cookbook describes it (as of writing):
+    3, raised so that about 100 examples are seen in all, or lowered to about 25,000; between 1 and 25."""
+    if examples * 3 < 100:
+        return min(25, math.ceil(100 / examples))
+    return max(1, 25_000 // examples) if examples * 3 > 25_000 else 3
+
+
+@dataclass
+class Report:
+    """What `check` found in one training file; every problem names its line (0: the file as a whole)."""
+
+    path: Path
+    model: str
+    examples: int = 0
+    tokens: list[int] = field(default_factory=list)  # per valid example, as OpenAI would bill it
+    problems: list[tuple[int, str]] = field(default_factory=list)
+    approximate: bool = False  # no tiktoken encoding here: 4 characters counted as a token
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def cost(self, epochs: int | None = None) -> tuple[int, float]:
+        """(tokens billed, USD) for `epochs` (default: OpenAI's choice) at the TRAINING price."""
+        billed = sum(self.tokens) * (epochs or default_epochs(max(self.examples, 1)))
+        return billed, billed * TRAINING[self.model][0] / 1e6
+
+    def __str__(self) -> str:
+        count = "approximate (4 characters a token)" if self.approximate else "tiktoken"
+        head = [f"{self.path.name}: {self.examples} examples, {sum(self.tokens):,} tokens ({count})"]
+        if self.tokens:
+            head.append(f"tokens per example: median {sorted(self.tokens)[len(self.tokens) // 2]:,}, "
+                        f"longest {max(self.tokens):,}")
+        lines = [f"  line {n}: {text}" if n else f"  {text}" for n, text in self.problems]
+        return "\n".join([*head, f"{len(self.problems)} problem(s)" + (":" if lines else ""), *lines])
+
+
+def check(path: str | Path, model: str = "gpt-4o-mini-2024-07-18") -> Report:
+    """Check a chat fine-tuning JSONL file as OpenAI would before training, and count its tokens."""
+    if model not in TRAINING:
+        raise ValueError(f"unknown base model {model!r}; expected one of: {', '.join(TRAINING)}")
+    report, encoder = Report(Path(path), model), _encoder(model)
+    report.approximate = encoder is None
+    limit = TRAINING[model][1]
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        problem, tokens = _problem(line, encoder)
+        if problem is None and tokens > limit:
+            problem = f"{tokens:,} tokens, more than {model}'s {limit:,}: the end would be cut off"
+        if problem:
+            report.problems.append((number, problem))
+        elif line.strip():
+            report.examples += 1
+            report.tokens.append(tokens)
+    if report.examples < MIN_EXAMPLES:
+        report.problems.append((0, f"{report.examples} valid examples; OpenAI needs at least {MIN_EXAMPLES}"))
+    return report
+
+
+def _problem(line: str, encoder: Any) -> tuple[str | None, int]:
+    """What is wrong with one line (None if nothing), and its tokens: 3 a message + content, 3 for the reply."""
+    if not line.strip():
+        return None, 0
+    try:
+        example = json.loads(line)
+    except json.JSONDecodeError as err:
+        return f"not JSON ({err.msg} at column {err.colno})", 0
+    messages = example.get("messages") if isinstance(example, dict) else None
+    if not isinstance(messages, list) or not messages:
+        return "expected an object with a non-empty 'messages' list", 0
+    tokens = 3
+    for k, message in enumerate(messages, start=1):
+        role = message.get("role") if isinstance(message, dict) else None
+        content = message.get("content") if isinstance(message, dict) else None
+        if role not in _ROLES:
+            return f"message {k}: role {role!r}; expected one of {', '.join(_ROLES)}", 0
+        if not isinstance(content, str) or not content.strip():
+            return f"message {k} ({role}): empty or missing 'content'; expected text", 0
+        tokens += 3 + (len(encoder.encode(content)) if encoder else math.ceil(len(content) / 4))
+    if messages[-1]["role"] != "assistant":
+        return f"the last message is the {messages[-1]['role']}'s; expected the assistant's answer", 0
+    return None, tokens
+
+
+def submit(client: Any, path: str | Path, model: str, state: str | Path, **job: Any) -> str:
+    """Upload `path` and create one fine-tuning job on it; returns the job id.
+
+    Each id is saved to the JSON file `state` as soon as the API returns it, and the job is tagged with the
+    file's hash: a rerun reuses the upload and finds the job (even one whose reply was lost) instead of
+    paying again. A changed file or base model starts afresh; the earlier ids are kept under "earlier"."""
+    data, state = Path(path).read_bytes(), Path(state)
+    key = {"sha256": hashlib.sha256(data).hexdigest(), "model": model}
+    saved = json.loads(state.read_text(encoding="utf-8")) if state.exists() else {}
+    if {k: saved.get(k) for k in key} != key:
+        earlier = saved.pop("earlier", []) + ([saved] if saved else [])
+        saved = {**key, "earlier": earlier}
+
+    def keep(**ids: str) -> None:
+        saved.update(ids)
+        state.parent.mkdir(parents=True, exist_ok=True)
+        state.write_text(json.dumps(saved, indent=1), encoding="utf-8")
+
+    if "file_id" not in saved:
+        keep(file_id=client.files.create(file=(Path(path).name, data), purpose="fine-tune").id)
+    if "job_id" not in saved:
+        tag = {"tutorlib_sha256": key["sha256"][:32]}  # metadata values are short strings
+        # A job whose reply was lost still exists: find it by its tag (a failed or cancelled one is redone).
+        found = [j for j in client.fine_tuning.jobs.list(metadata=tag, limit=10)
+                 if j.model.startswith(model) and j.status not in ("failed", "cancelled")]
+        made = found[0] if found else client.fine_tuning.jobs.create(
+            training_file=saved["file_id"], model=model, metadata=tag, **job)
+        keep(job_id=made.id)
+    return saved["job_id"]

@@ -1,0 +1,114 @@
+"""Synthetic dialogue/summary pairs: generated resumably, an offline template stand-in, near-duplicates found.
+
+`resumable` appends each pair to a JSONL file the moment it exists, so an interrupted or failed run is
+rerun without paying again for what was already generated.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+# The offline stand-in: customer-support conversations assembled from these pieces. Each scenario holds
+# the customer's opening, the agent's reply, and the two summary sentences they call for.
+_SCENARIOS = [
+    ("my {item} order still hasn't arrived and it was due {day}.", "Sorry for the wait! DM us the order "
+     "number and we'll chase the courier today.", "Customer says the {item} they ordered has not arrived, "
+     "although it was due {day}.", "Agent apologises and asks for the order number to chase the courier."),
+    ("I sent the {item} back {day} and there's still no refund.", "Refunds go out within 10 days of the "
+     "return being scanned. Send us your email by DM and we'll check where it is.", "Customer is waiting for "
+     "a refund on a {item} sent back {day}.", "Agent says refunds go out within 10 days and offers to check."),
+    ("you charged my card twice for one {item} {day}.", "That shouldn't happen, sorry. The second charge is "
+     "a hold that drops off in 3 days; DM us if it doesn't.", "Customer was charged twice for a {item} "
+     "{day}.", "Agent says the second charge is a hold that will disappear within 3 days."),
+    ("the {item} I got {day} arrived broken.", "Oh no, sorry about that! Reply with a photo by DM and we'll "
+     "send a replacement for free.", "Customer received a broken {item} {day}.",
+     "Agent asks for a photo and promises a free replacement."),
+    ("I can't log in to track my {item} since {day}, the app says my password is wrong.", "Please try the "
+     "reset link on the login page; if the email doesn't come, DM us and we'll reset it for you.",
+     "Customer cannot log in to track a {item} since {day}.", "Agent points to the reset link on the login "
+     "page and offers to reset the password."),
+]
+_ITEMS = ["headphones", "phone case", "coffee maker", "pair of running shoes", "desk lamp", "backpack", "kettle"]
+_DAYS = ["on Monday", "last week", "yesterday", "on the 3rd", "two weeks ago"]
+_OPENINGS = ["Hi,", "Hello,", "Hey there,", "Excuse me,", "Help!"]
+_CLOSINGS = ["Thanks, sent it.", "Ok, DM sent.", "Great, thank you!", "Will do, thanks."]
+# Planted flaws, by index modulo 10, so that the filters have known mistakes to catch (an LLM makes its own).
+_PLANTED = {4: "summary of another conversation", 7: "one-sentence summary", 9: "near-duplicate of the previous"}
+
+
+def template_pair(index: int) -> dict[str, Any]:
+    """Pair number `index` of the offline stand-in (deterministic); `planted` names its planted flaw, if any."""
+    flaw = _PLANTED.get(index % 10)
+    rng = random.Random(index - 1 if flaw == _PLANTED[9] else index)  # the near-duplicate reuses its slots
+    scenario, item, day = rng.choice(_SCENARIOS), rng.choice(_ITEMS), rng.choice(_DAYS)
+    opening, closing = rng.choice(_OPENINGS), rng.choice(_CLOSINGS)
+    if flaw == _PLANTED[9]:  # the same conversation, greeted differently
+        opening = _OPENINGS[(_OPENINGS.index(opening) + 1) % len(_OPENINGS)]
+    said, reply, *summary = (part.format(item=item, day=day) for part in scenario)
+    turns = [f"Customer: {opening} {said}", f"Agent: {reply}", f"Customer: {closing}", "Agent: Thanks, we're on it."]
+    if flaw == _PLANTED[4]:
+        other = _SCENARIOS[(_SCENARIOS.index(scenario) + 2) % len(_SCENARIOS)]
+        summary = [part.format(item=rng.choice(_ITEMS), day=rng.choice(_DAYS)) for part in other[2:]]
+    if flaw == _PLANTED[7]:
+        summary = summary[:1]
+    return {"dialogue": "\n".join(turns), "summary": " ".join(summary), "generator": "template", "planted": flaw}
+
+
+def resumable(path: str | Path, n: int, make: Callable[[int], dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows 0..n-1 of the JSONL file `path`, calling `make(i)` only for the indices not in it yet.
+
+    Each new row is written and flushed at once. A `make` that raises is counted, warned about and tried
+    again on the next call; a line cut short by an interruption is dropped and made again."""
+    path, done = Path(path), {}
+    if not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be a non-negative int, got {n!r}")
+    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    for line in lines:
+        try:
+            row = json.loads(line)
+            done[int(row["index"])] = row
+        except (ValueError, KeyError, TypeError):
+            pass
+    if len(done) < len(lines):  # rewrite without the damaged lines, so appending cannot glue onto one
+        warnings.warn(f"{path}: {len(lines) - len(done)} damaged line(s) dropped; those rows are made again", stacklevel=2)
+        path.write_text("".join(json.dumps(done[i]) + "\n" for i in sorted(done)), encoding="utf-8")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    failures: list[str] = []
+    with path.open("a", encoding="utf-8") as out:
+        for i in (i for i in range(n) if i not in done):
+            try:
+                row = make(i)
+                if not all(isinstance(row.get(k), str) for k in ("dialogue", "summary")):
+                    raise ValueError(f"expected a dict with 'dialogue' and 'summary' strings, got {row!r:.80}")
+            except Exception as exc:  # noqa: BLE001 - any failed request or reply: counted, retried next run
+                failures.append(f"{i}: {type(exc).__name__}: {exc}"[:200])
+                continue
+            done[i] = {"index": i, **row}
+            out.write(json.dumps(done[i]) + "\n")
+            out.flush()
+    if failures:
+        warnings.warn(f"{len(failures)} of {n} rows failed and are not in {path.name} (first: {failures[0]}); "
+                      "run again to retry only those", stacklevel=2)
+    return [done[i] for i in sorted(done) if i < n]
+
+
+def near_duplicates(texts: list[str], threshold: float = 0.8, n: int = 3) -> dict[int, int]:
+    """{index: earlier index it repeats} for texts whose word `n`-grams overlap an earlier kept text's by
+    at least `threshold` (Jaccard similarity). Quadratic: meant for hundreds of texts, not millions."""
+    shingles = []
+    for text in texts:
+        words = re.findall(r"\w+", text.lower())
+        shingles.append({tuple(words[k : k + n]) for k in range(max(len(words) - n + 1, 1))})
+    repeats: dict[int, int] = {}
+    for i, mine in enumerate(shingles):
+        for j in (j for j in range(i) if j not in repeats):
+            if len(mine & shingles[j]) / max(len(mine | shingles[j]), 1) >= threshold:
+                repeats[i] = j
+                break
+    return repeats
