@@ -35,6 +35,8 @@ TEACHES = {
            "disable_adapter()", "F.logsigmoid("],
     "10": ["memory.estimate(", "Accelerator(", "accelerator.prepare(", "accelerator.backward(",
            "accelerate.commands.launch", "--num_processes", "fsdp_config:"],
+    "11": ["synthetic.resumable(", "chat.completions.create(", "response_format=", "synthetic.near_duplicates(",
+           "openai_ft.check(", "openai_ft.submit(", "fine_tuning.jobs.retrieve(", "method=", 'set_xscale("log"'],
 }
 
 

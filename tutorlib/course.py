@@ -72,7 +72,7 @@ class Lesson:
         items = [{"id": i, "dialogue": d, "summary": s, "references": r}
                  for i, d, s, r in zip(test["id"], test["dialogue"], summaries, test["references"], strict=True)]
         name = trained.model_name if trained else _model_name(model)
-        return self._grade(items, configuration, model=name, method=trained.method if trained else "base",
+        return self.grade(items, configuration, model=name, method=trained.method if trained else "base",
                            trained=trained)
 
     def references(self, test: Any) -> Evaluation:
@@ -86,9 +86,10 @@ class Lesson:
         single = sum(len(r) < 2 for r in test["references"])
         if single and isinstance(self.judge, grading.OfflineJudge):  # an LLM judge reads the dialogue instead
             print(f"{single} of {len(items)} dialogues have one reference only: nothing to grade it against")
-        return self._grade(items, "Human reference (leave-one-out)", model="human", method="reference")
+        return self.grade(items, "Human reference (leave-one-out)", model="human", method="reference")
 
-    def _grade(self, items: list[dict], configuration: str, *, model: str, method: str, trained: Any = None) -> Evaluation:
+    def grade(self, items: list[dict], configuration: str, *, model: str, method: str, trained: Any = None) -> Evaluation:
+        """Score summaries made elsewhere (items: id, dialogue, summary, references) and record them."""
         if self.rubric == "rouge":
             table = metrics.rouge_with_ci([i["summary"] for i in items], [i["references"] for i in items])
             grades, totals = table, {"rouge": table, "judge": "ROUGE (rouge-score, best of the references)"}

@@ -62,7 +62,7 @@ class Report:
         return billed, billed * TRAINING[self.model][0] / 1e6
 
     def __str__(self) -> str:
-        count = "approximate (4 characters a token)" if self.approximate else "tiktoken"
+        count = "approximately: 4 characters a token" if self.approximate else "counted with tiktoken"
         head = [f"{self.path.name}: {self.examples} examples, {sum(self.tokens):,} tokens ({count})"]
         if self.tokens:
             head.append(f"tokens per example: median {sorted(self.tokens)[len(self.tokens) // 2]:,}, "
@@ -99,7 +99,7 @@ def _problem(line: str, encoder: Any) -> tuple[str | None, int]:
     try:
         example = json.loads(line)
     except json.JSONDecodeError as err:
-        return f"not JSON ({err.msg} at column {err.colno})", 0
+        return f"not JSON ({err.msg}; column {err.colno})", 0
     messages = example.get("messages") if isinstance(example, dict) else None
     if not isinstance(messages, list) or not messages:
         return "expected an object with a non-empty 'messages' list", 0

@@ -14,30 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-# The offline stand-in: customer-support conversations assembled from these pieces. Each scenario holds
-# the customer's opening, the agent's reply, and the two summary sentences they call for.
-_SCENARIOS = [
-    ("my {item} order still hasn't arrived and it was due {day}.", "Sorry for the wait! DM us the order "
-     "number and we'll chase the courier today.", "Customer says the {item} they ordered has not arrived, "
-     "although it was due {day}.", "Agent apologises and asks for the order number to chase the courier."),
-    ("I sent the {item} back {day} and there's still no refund.", "Refunds go out within 10 days of the "
-     "return being scanned. Send us your email by DM and we'll check where it is.", "Customer is waiting for "
-     "a refund on a {item} sent back {day}.", "Agent says refunds go out within 10 days and offers to check."),
-    ("you charged my card twice for one {item} {day}.", "That shouldn't happen, sorry. The second charge is "
-     "a hold that drops off in 3 days; DM us if it doesn't.", "Customer was charged twice for a {item} "
-     "{day}.", "Agent says the second charge is a hold that will disappear within 3 days."),
-    ("the {item} I got {day} arrived broken.", "Oh no, sorry about that! Reply with a photo by DM and we'll "
-     "send a replacement for free.", "Customer received a broken {item} {day}.",
-     "Agent asks for a photo and promises a free replacement."),
-    ("I can't log in to track my {item} since {day}, the app says my password is wrong.", "Please try the "
-     "reset link on the login page; if the email doesn't come, DM us and we'll reset it for you.",
-     "Customer cannot log in to track a {item} since {day}.", "Agent points to the reset link on the login "
-     "page and offers to reset the password."),
-]
-_ITEMS = ["headphones", "phone case", "coffee maker", "pair of running shoes", "desk lamp", "backpack", "kettle"]
-_DAYS = ["on Monday", "last week", "yesterday", "on the 3rd", "two weeks ago"]
-_OPENINGS = ["Hi,", "Hello,", "Hey there,", "Excuse me,", "Help!"]
-_CLOSINGS = ["Thanks, sent it.", "Ok, DM sent.", "Great, thank you!", "Will do, thanks."]
+# The offline stand-in assembles customer-support conversations from the pieces in this JSON file.
+_PIECES = json.loads((Path(__file__).parent / "synthetic_pieces.json").read_text(encoding="utf-8"))
 # Planted flaws, by index modulo 10, so that the filters have known mistakes to catch (an LLM makes its own).
 _PLANTED = {4: "summary of another conversation", 7: "one-sentence summary", 9: "near-duplicate of the previous"}
 
@@ -45,16 +23,16 @@ _PLANTED = {4: "summary of another conversation", 7: "one-sentence summary", 9: 
 def template_pair(index: int) -> dict[str, Any]:
     """Pair number `index` of the offline stand-in (deterministic); `planted` names its planted flaw, if any."""
     flaw = _PLANTED.get(index % 10)
-    rng = random.Random(index - 1 if flaw == _PLANTED[9] else index)  # the near-duplicate reuses its slots
-    scenario, item, day = rng.choice(_SCENARIOS), rng.choice(_ITEMS), rng.choice(_DAYS)
-    opening, closing = rng.choice(_OPENINGS), rng.choice(_CLOSINGS)
+    rng, p = random.Random(index - 1 if flaw == _PLANTED[9] else index), _PIECES  # a near-duplicate: same draws
+    scenario, item, day = rng.choice(p["scenarios"]), rng.choice(p["items"]), rng.choice(p["days"])
+    opening, closing = rng.choice(p["openings"]), rng.choice(p["closings"])
     if flaw == _PLANTED[9]:  # the same conversation, greeted differently
-        opening = _OPENINGS[(_OPENINGS.index(opening) + 1) % len(_OPENINGS)]
+        opening = p["openings"][(p["openings"].index(opening) + 1) % len(p["openings"])]
     said, reply, *summary = (part.format(item=item, day=day) for part in scenario)
     turns = [f"Customer: {opening} {said}", f"Agent: {reply}", f"Customer: {closing}", "Agent: Thanks, we're on it."]
     if flaw == _PLANTED[4]:
-        other = _SCENARIOS[(_SCENARIOS.index(scenario) + 2) % len(_SCENARIOS)]
-        summary = [part.format(item=rng.choice(_ITEMS), day=rng.choice(_DAYS)) for part in other[2:]]
+        other = p["scenarios"][(p["scenarios"].index(scenario) + 2) % len(p["scenarios"])]
+        summary = [part.format(item=rng.choice(p["items"]), day=rng.choice(p["days"])) for part in other[2:]]
     if flaw == _PLANTED[7]:
         summary = summary[:1]
     return {"dialogue": "\n".join(turns), "summary": " ".join(summary), "generator": "template", "planted": flaw}
