@@ -155,23 +155,29 @@ def _resolve(model: Any) -> tuple[str, PretrainedConfig | None, models.Spec | No
     raise TypeError(f"model must be a model name, hub id, folder, PretrainedConfig or int; got {model!r}")
 
 
-def _activation_terms(meta: Any, cfg: Any, b: int, s: int, itemsize: int, checkpointing: bool) -> list[tuple]:
+def _activation_terms(meta: Any, cfg: Any, b: int, s: int, w: int, checkpointing: bool) -> list[tuple]:
     """Stored activations after Korthikanti et al. 2022 in 16-bit: 18sbh + 4sbi per block (8sbi for a gated
-    MLP of width i), 13sbh more for T5's cross-attention; checkpointing keeps 2sbh and recomputes a block."""
+    MLP of width i; 6sbi more for gelu_new, whose tanh formula saves three tensors), 13sbh more for T5's
+    cross-attention. Checkpointing keeps 2sbh per block; backward then holds the larger of one recomputed
+    block and the fp32 logits (freed before the blocks' backward), as benchmarks/memory_accounting.py measured."""
     from transformers.pytorch_utils import Conv1D
 
     block = next(m for m in meta.modules() if isinstance(m, torch.nn.ModuleList))[0]
     linears = [m for m in block.modules() if isinstance(m, (torch.nn.Linear, Conv1D))]
     widths = [m.nf if isinstance(m, Conv1D) else m.out_features for m in linears]  # the widest is the MLP
     h, i, dec = cfg.hidden_size, max(widths), cfg.num_decoder_layers if cfg.is_encoder_decoder else 0
-    mlp, n, v = (8 if widths.count(i) > 1 else 4), cfg.num_hidden_layers + dec, cfg.vocab_size
-    one, cross = (18 * h + mlp * i) * s * b, 13 * h * s * b
-    stored = n * 2 * s * b * h + one + (cross if dec else 0) if checkpointing else n * one + dec * cross
-    text = f"{n} blocks × 2sbh kept + 1 block recomputed × " if checkpointing else f"{n} blocks × "
-    text += f"(18sbh + {mlp}sbi)" + (f" + {dec} × 13sbh cross-attention" if dec and not checkpointing else "")
-    text += f" bytes, s={s} b={b} h={h} i={i}" + (" × 2 for fp32" if itemsize == 4 else "")
+    act = [getattr(cfg, a, "") for a in ("activation_function", "hidden_act", "dense_act_fn")]
+    mlp = (8 if widths.count(i) > 1 else 4) + 6 * ("gelu_new" in act)
+    n, v = cfg.num_hidden_layers + dec, cfg.vocab_size
+    one, cross, scale = ((18 * h + mlp * i) * s * b, 13 * h * s * b, w / 2)
+    text = f"(18sbh + {mlp}sbi) bytes, s={s} b={b} h={h} i={i}" + (" × 2 for fp32" if w == 4 else "")
     logits = _t("activations", 4, b * s * v, f"logits {b}×{s}×{v} (fp32 for the loss)")
-    return [("activations", stored * itemsize / 2, text), logits]
+    if not checkpointing:
+        cross_text = f" + {dec} × 13sbh cross-attention" if dec else ""
+        return [("activations", (n * one + dec * cross) * scale, f"{n} blocks × {text}{cross_text}"), logits]
+    kept = ("activations", n * 2 * s * b * h * scale, f"{n} blocks × 2sbh kept (the block inputs)")
+    peak = max(logits, ("activations", (one + (cross if dec else 0)) * scale, f"1 block recomputed: {text}"))
+    return [kept, (*peak[:2], peak[2] + " (the larger of this and the other of logits / 1 block)")]
 
 
 def _lora_terms(meta: Any, method: str, lora: Any, spec: Any, params: int, w: int, notes: list) -> tuple:
