@@ -12,7 +12,7 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 # Notebooks to run (default: all, in order). Example: make run NOTEBOOKS=notebooks/00_start_here.ipynb
 NOTEBOOKS ?=
 
-.PHONY: run test lint lab install constraints clean colab-check drift-check
+.PHONY: run test lint lab install constraints clean colab-check drift-check full-check
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -53,6 +53,12 @@ colab-check:
 # stays $(TORCH)), then the unit tests and smoke notebooks: a breaking release shows here first.
 drift-check:
 	TORCH="$(TORCH)" bash .ci/drift-check
+
+# Notebooks 01-03 under the `full` profile on this CPU, offline, against a temporary hub cache that
+# tests/full_hub.py builds (the real hub ids and dataset formats; Llama-2-7B with 2 of its 32 layers,
+# random weights). Slow (minutes), so not part of `make test`; .ci/full-check says what it covers.
+full-check: $(STAMP)
+	bash .ci/full-check
 
 clean:
 	rm -rf runs results/smoke .pytest_cache

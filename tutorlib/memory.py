@@ -279,11 +279,16 @@ class TensorBudget(TrainerCallback):
 
 
 def emulate_card(gb: float, *, model_name: str, profile: Any) -> TensorBudget:
-    """A `gb` GB card: under `full` a real CUDA cap, under `smoke` a budget scaled to the stand-in."""
+    """A `gb` GB card: under `full` a real CUDA cap (no GPU: scaled to the checkpoint), under `smoke` to the stand-in."""
     gb = _positive("gb (the card's size in GB)", gb)
-    if not profile.is_smoke:
+    if not profile.is_smoke and torch.cuda.is_available():
         limit(gb)
         return TensorBudget(gb * 1024)
+    if not profile.is_smoke:  # `full` on a CPU (make full-check): scale the card to the checkpoint's share
+        share = models.on_meta(AutoConfig.from_pretrained(profile.model(model_name))).num_parameters()
+        share /= models.on_meta(model_name).num_parameters()
+        print(f"no GPU to cap: a {gb:g} GB card is {gb * share:.2f} GB for a checkpoint of {share:.1%} of the real model")
+        return TensorBudget(gb * 1024 * share)
     stand_in, dtype = profile.model(model_name), profile.dtype_for(model_name)
     held = [estimate(stand_in, method=m, dtype=dtype) for m in ("lora-8bit", "full")]
     low, high = ((e.total_gb - e.breakdown["activations"]) * 1024 for e in held)

@@ -3,6 +3,8 @@
 A notebook calls `detect()` once and then asks the profile for names and sizes instead of branching
 on where it runs. `full` is the documents' setting (real hub models and data on a CUDA GPU); `smoke`
 runs the same code on tiny stand-ins built locally, the bundled samples and a few training steps.
+Under `full`, `TUTORLIB_MAX_STEPS` caps training steps and `TUTORLIB_MAX_EXAMPLES` test examples and
+batch sizes (`make full-check` runs `full` on a CPU that way).
 """
 
 from __future__ import annotations
@@ -42,6 +44,14 @@ def library_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[lib] = "not installed"
     return versions
+
+
+def _cap(variable: str) -> int | None:
+    """The environment variable as a positive int, None when unset; anything else is an error naming it."""
+    value = os.environ.get(variable, "").strip()
+    if value and (not value.isdigit() or int(value) < 1):
+        raise ValueError(f"{variable}={value!r}: expected a positive whole number (or leave it unset)")
+    return int(value) if value else None
 
 
 def _parse_overrides(text: str) -> dict[str, str]:
@@ -98,7 +108,7 @@ class Profile:
         if split not in SMOKE_EXAMPLES:
             raise ValueError(f"unknown split {split!r}; expected one of: {', '.join(SMOKE_EXAMPLES)}")
         if not self.is_smoke:
-            return n
+            return n if (cap := _cap("TUTORLIB_MAX_EXAMPLES")) is None else min(cap, cap if n is None else n)
         return SMOKE_EXAMPLES[split] if n is None else min(n, SMOKE_EXAMPLES[split])
 
     def train_args(self, name: str) -> dict[str, Any]:
@@ -107,7 +117,12 @@ class Profile:
         args: dict[str, Any] = {"bf16": dtype == torch.bfloat16, "fp16": dtype == torch.float16}
         args.update(report_to="none", disable_tqdm=False)  # a progress bar, not a printed dict per log step
         if self.is_smoke:
-            args.update(SMOKE_TRAINING)
+            return args | SMOKE_TRAINING
+        if steps := _cap("TUTORLIB_MAX_STEPS"):
+            args["max_steps"] = steps
+        if cap := _cap("TUTORLIB_MAX_EXAMPLES"):  # a step's examples too: memory on a CPU
+            batch = min(cap, models.spec(name).training.get("per_device_train_batch_size", 8))
+            args.update(per_device_train_batch_size=batch, per_device_eval_batch_size=batch)
         return args
 
     def generation_args(self) -> dict[str, int]:
