@@ -88,18 +88,3 @@ def test_readme_index_lists_every_notebook():
     readme = (paths.root() / "README.md").read_text()
     for path in NOTEBOOKS:
         assert re.search(rf"\(notebooks/{re.escape(path.name)}\)", readme), f"{path.name} missing from README"
-
-
-def test_notebook_03_runs_alone_in_a_fresh_results_folder(tmp_path, monkeypatch):
-    """Every Colab notebook starts on a fresh machine: 03 must not need the records of 01 and 02."""
-    from nbclient import NotebookClient
-
-    monkeypatch.setenv("TUTORLIB_RESULTS", str(tmp_path / "results"))
-    monkeypatch.setenv("TUTORLIB_RUNS", str(tmp_path / "runs"))
-    path = next(p for p in NOTEBOOKS if p.name.startswith("03"))
-    nb = nbformat.read(path, as_version=4)
-    NotebookClient(nb, timeout=600, resources={"metadata": {"path": str(path.parent)}}).execute()
-    printed = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
-    assert "DistilGPT2 full fine-tune" in printed and "01" in printed  # the gap is named with its notebook
-    assert sorted(p.name for p in (tmp_path / "results" / "smoke").glob("*.json")) == [
-        "03_distilgpt2_lora.json", "03_distilgpt2_qlora.json", "03_llama_2_7b_lora.json", "03_llama_2_7b_qlora.json"]
