@@ -28,12 +28,12 @@ run: $(STAMP)
 
 # Unit tests, then every notebook executed by nbmake under the smoke profile, with the hub offline.
 test: $(STAMP)
-	$(BIN)/ruff check tutorlib tests benchmarks notebooks
+	$(BIN)/ruff check tutorlib tests benchmarks notebooks colab_setup.py
 	TUTORLIB_PROFILE=smoke HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
 	  $(BIN)/python -m pytest tests notebooks --nbmake --nbmake-timeout=600 -p no:cacheprovider
 
 lint: $(STAMP)
-	$(BIN)/ruff check tutorlib tests benchmarks notebooks
+	$(BIN)/ruff check tutorlib tests benchmarks notebooks colab_setup.py
 	$(BIN)/ruff format --check tutorlib tests benchmarks
 
 lab: $(STAMP)

@@ -7,6 +7,8 @@ import shutil
 import subprocess
 import sys
 import types
+from importlib import metadata
+from pathlib import Path
 
 import nbformat
 import pandas as pd
@@ -123,6 +125,21 @@ def _setup(tmp_path, monkeypatch, repo, colab=True):
     exec(SETUP_CELL.format(repo=repo).replace("/content/course", str(tmp_path / "course")), {})
 
 
+def _fake_runs(monkeypatch, pip_result=0):
+    """subprocess.run recorded: `git clone` makes the folder with colab_setup.py, pip returns `pip_result`."""
+    calls = []
+
+    def run(cmd, **kw):
+        calls.append((cmd, kw))
+        if cmd[0] == "git":
+            Path(cmd[-1]).mkdir()
+            shutil.copy(paths.root() / "colab_setup.py", cmd[-1])
+        return subprocess.CompletedProcess(cmd, 0 if cmd[0] == "git" else pip_result, "", "pip says why")
+
+    monkeypatch.setattr(subprocess, "run", run)
+    return calls
+
+
 def test_set_up_cell_does_nothing_outside_colab(tmp_path, monkeypatch):
     monkeypatch.delitem(sys.modules, "google.colab", raising=False)
     monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("ran a command outside Colab"))
@@ -131,20 +148,33 @@ def test_set_up_cell_does_nothing_outside_colab(tmp_path, monkeypatch):
     assert sys.path == path
 
 
-def test_set_up_cell_clones_without_prompting_and_installs_with_this_python(tmp_path, monkeypatch):
-    calls = []
-    monkeypatch.setattr(
-        subprocess,
-        "run",
-        lambda cmd, **kw: calls.append((cmd, kw)) or subprocess.CompletedProcess(cmd, 0, "", ""),
-    )
+def test_set_up_cell_clones_without_prompting_and_installs_keeping_torch_and_the_kernel(tmp_path, monkeypatch, capsys):
+    calls = _fake_runs(monkeypatch)
     _setup(tmp_path, monkeypatch, FORK)
     course = str(tmp_path / "course")
     assert [cmd for cmd, _ in calls] == [
         ["git", "clone", "-q", "--depth", "1", FORK, course],
-        [sys.executable, "-m", "pip", "install", "-q", "-e", course],
+        [sys.executable, "-m", "pip", "install", "-q", "-c", "/tmp/colab-kept.txt", "-e", course],
     ]
     assert calls[0][1]["env"]["GIT_TERMINAL_PROMPT"] == "0" and sys.path[0] == course
+    pins = Path("/tmp/colab-kept.txt").read_text().splitlines()
+    assert f"torch=={metadata.version('torch')}" in pins and f"numpy=={metadata.version('numpy')}" in pins
+    assert "installed or upgraded: nothing" in capsys.readouterr().out
+
+
+def test_set_up_cell_stops_for_a_restart_when_an_imported_package_was_upgraded(tmp_path, monkeypatch, capsys):
+    (tmp_path / "course").mkdir()
+    shutil.copy(paths.root() / "colab_setup.py", tmp_path / "course")
+    _fake_runs(monkeypatch)
+    installs = iter([{"pyarrow": "18.1.0", "rouge-score": "0.1.2"}, {"pyarrow": "21.0.0", "rouge-score": "0.1.2",
+                                                                    "trl": "1.16.0"}])
+    monkeypatch.setattr(metadata, "distributions", lambda: [
+        types.SimpleNamespace(metadata={"Name": n}, version=v) for n, v in next(installs).items()])
+    import pyarrow  # noqa: F401 - Colab's kernel has it in memory before the set-up cell runs
+
+    with pytest.raises(RuntimeError, match=r"Restart needed: pyarrow were imported before the upgrade"):
+        _setup(tmp_path, monkeypatch, FORK)
+    assert "pyarrow 18.1.0 -> 21.0.0, trl new -> 1.16.0" in capsys.readouterr().out
 
 
 def test_set_up_cell_fails_clearly_when_the_repository_is_missing(tmp_path, monkeypatch, capsys):
@@ -159,11 +189,11 @@ def test_set_up_cell_fails_clearly_when_the_repository_is_missing(tmp_path, monk
 
 def test_set_up_cell_shows_pip_output_when_the_install_fails(tmp_path, monkeypatch, capsys):
     (tmp_path / "course").mkdir()  # already cloned: only pip runs
-    fail = subprocess.CompletedProcess([], 1, "", "ERROR: No matching distribution found for torch>=99")
-    monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: fail)
-    with pytest.raises(RuntimeError, match=r"set-up failed: `\S+ -m pip install -q -e \S+course`"):
+    shutil.copy(paths.root() / "colab_setup.py", tmp_path / "course")
+    _fake_runs(monkeypatch, pip_result=1)
+    with pytest.raises(RuntimeError, match=r"set-up failed: `\S+ -m pip install -q -c \S+ -e \S+course`"):
         _setup(tmp_path, monkeypatch, FORK)
-    assert "No matching distribution found for torch>=99" in capsys.readouterr().out
+    assert "pip says why" in capsys.readouterr().out
 
 
 def test_run_executes_in_order_in_the_notebook_folder_and_prints_the_results(tmp_path, monkeypatch, capsys):

@@ -29,13 +29,12 @@ import sys
 REPO = "{repo}"
 if "google.colab" in sys.modules:  # anywhere else this cell does nothing (`make` installed tutorlib)
     DIR, env = "/content/course", {{**os.environ, "GIT_TERMINAL_PROMPT": "0"}}  # a bad URL fails, no password prompt
-    clone = [] if os.path.isdir(DIR) else [["git", "clone", "-q", "--depth", "1", REPO, DIR]]
-    for cmd in clone + [[sys.executable, "-m", "pip", "install", "-q", "-e", DIR]]:
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        if done.returncode:
-            print(done.stdout + done.stderr)
-            raise RuntimeError(f"set-up failed: `{{' '.join(cmd)}}` (output above). Is {{REPO}} right and public? To start afresh, delete {{DIR}} and run this cell again.")
-    sys.path.insert(0, DIR)"""
+    clone = ["git", "clone", "-q", "--depth", "1", REPO, DIR]
+    if not os.path.isdir(DIR) and (done := subprocess.run(clone, env=env, capture_output=True, text=True)).returncode:
+        print(done.stdout + done.stderr)
+        raise RuntimeError(f"set-up failed: `{{' '.join(clone)}}` (output above). Is {{REPO}} right and public?")
+    # pip install, keeping Colab's torch and kernel as they are; stops if the runtime must restart
+    exec(open(f"{{DIR}}/colab_setup.py").read())"""
 
 
 def course_notebooks() -> list[Path]:
