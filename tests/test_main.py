@@ -166,15 +166,16 @@ def test_set_up_cell_stops_for_a_restart_when_an_imported_package_was_upgraded(t
     (tmp_path / "course").mkdir()
     shutil.copy(paths.root() / "colab_setup.py", tmp_path / "course")
     _fake_runs(monkeypatch)
-    installs = iter([{"pyarrow": "18.1.0", "rouge-score": "0.1.2"}, {"pyarrow": "21.0.0", "rouge-score": "0.1.2",
-                                                                    "trl": "1.16.0"}])
+    never_imported = "course-only-package"  # a new install that no test has imported
+    installs = iter([{"pyarrow": "18.1.0", "rouge-score": "0.1.2"},
+                     {"pyarrow": "21.0.0", "rouge-score": "0.1.2", never_imported: "1.0"}])
     monkeypatch.setattr(metadata, "distributions", lambda: [
         types.SimpleNamespace(metadata={"Name": n}, version=v) for n, v in next(installs).items()])
     import pyarrow  # noqa: F401 - Colab's kernel has it in memory before the set-up cell runs
 
     with pytest.raises(RuntimeError, match=r"Restart needed: pyarrow were imported before the upgrade"):
         _setup(tmp_path, monkeypatch, FORK)
-    assert "pyarrow 18.1.0 -> 21.0.0, trl new -> 1.16.0" in capsys.readouterr().out
+    assert f"pyarrow 18.1.0 -> 21.0.0, {never_imported} new -> 1.0" in capsys.readouterr().out
 
 
 def test_set_up_cell_fails_clearly_when_the_repository_is_missing(tmp_path, monkeypatch, capsys):
