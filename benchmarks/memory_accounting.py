@@ -58,7 +58,11 @@ LORA_INPUTS = (
     "the estimate has no term for LoRA's inputs: Falcon's LoRA adapts all four linears with dropout 0.1, so each "
     "keeps a dropped copy of its input (and, on the CPU, fp32 dropout noise), the 4h-wide MLP output layer's too"
 )
-WHY = {"distilgpt2": CPU_DROPOUT, "flan-t5-base": CPU_DROPOUT, "falcon-7b": LORA_INPUTS}
+T5_DROPOUT = CPU_DROPOUT + (
+    " (checked for T5: with dropout_rate=0 its LoRA 2x256 activations measure 1,235 MB against the estimate's "
+    "1,176, a ratio of 0.95)"
+)
+WHY = {"distilgpt2": CPU_DROPOUT, "flan-t5-base": T5_DROPOUT, "falcon-7b": LORA_INPUTS}
 
 
 def storages(tensors: Any) -> dict[int, int]:
