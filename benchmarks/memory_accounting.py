@@ -65,34 +65,10 @@ T5_DROPOUT = CPU_DROPOUT + (
 WHY = {"distilgpt2": CPU_DROPOUT, "flan-t5-base": T5_DROPOUT, "falcon-7b": LORA_INPUTS}
 
 
-def storages(tensors: Any) -> dict[int, int]:
-    """{storage address: bytes} of the tensors' underlying storages: views and tied tensors count once."""
-    found = {}
-    for t in tensors:
-        if isinstance(t, torch.Tensor) and t.device.type != "meta":
-            found[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-    return found
-
-
-def weight_tensors(model: torch.nn.Module) -> list[torch.Tensor]:
-    """Parameters plus the quantization state bitsandbytes keeps beside a packed weight."""
-    out = list(model.parameters())
-    for p in model.parameters():
-        state = getattr(p, "quant_state", None)
-        out += [getattr(p, "SCB", None)] if state is None else _quant_tensors(state)
-    return [t for t in out if t is not None]
-
-
-def _quant_tensors(state: Any) -> list:
-    nested = getattr(state, "state2", None)
-    inner = [nested.absmax, nested.code] if nested is not None else []
-    return [state.absmax, state.code, getattr(state, "offset", None), *inner]
-
-
 class SavedTensors:
     """Live bytes of the tensors autograd keeps for backward, and their peak, each storage counted once."""
 
-    def __init__(self, exclude: dict[int, int]) -> None:
+    def __init__(self, exclude: set[int]) -> None:
         self.exclude, self.refs, self.sizes = exclude, {}, {}
         self.live = self.peak = 0
         self.hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
@@ -143,7 +119,7 @@ def activations(model: Any, b: int, s: int, checkpointing: bool) -> dict[str, in
     else:
         model.gradient_checkpointing_disable()
     model.train()
-    saved = SavedTensors(storages(weight_tensors(model)))
+    saved = SavedTensors({ptr for _, ptr in memory.storages(model)["weights"]})  # a saved weight is a weight
     with saved.hooks:
         loss = model(**batch(model, b, s)).loss
         forward = saved.live
@@ -161,9 +137,7 @@ def train_state(model: Any) -> dict[str, int]:
     model(**batch(model, 1, 16)).loss.backward()
     optimizer = torch.optim.AdamW(trainable, lr=1e-5)
     optimizer.step()
-    states = [v for s in optimizer.state.values() for v in s.values()]
-    held = {"weights": storages(weight_tensors(model)), "gradients": storages(p.grad for p in trainable)}
-    held["optimizer"] = storages(states)
+    held = memory.storages(model, optimizer)  # the same count that memory.TensorBudget keeps
     del optimizer
     model.zero_grad(set_to_none=True)
     return {k: sum(v.values()) for k, v in held.items()}

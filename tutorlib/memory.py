@@ -176,8 +176,9 @@ def _activation_terms(meta: Any, cfg: Any, b: int, s: int, w: int, checkpointing
         cross_text = f" + {dec} × 13sbh cross-attention" if dec else ""
         return [("activations", (n * one + dec * cross) * scale, f"{n} blocks × {text}{cross_text}"), logits]
     kept = ("activations", n * 2 * s * b * h * scale, f"{n} blocks × 2sbh kept (the block inputs)")
-    peak = max(logits, ("activations", (one + (cross if dec else 0)) * scale, f"1 block recomputed: {text}"))
-    return [kept, (*peak[:2], peak[2] + " (the larger of this and the other of logits / 1 block)")]
+    block = ("activations", (one + (cross if dec else 0)) * scale, f"1 block recomputed: {text}")
+    peak = max(logits, block, key=lambda term: term[1])  # backward holds one of them at a time
+    return [kept, (*peak[:2], f"{peak[2]} (the larger of the logits and 1 recomputed block)")]
 
 
 def _lora_terms(meta: Any, method: str, lora: Any, spec: Any, params: int, w: int, notes: list) -> tuple:
@@ -189,10 +190,11 @@ def _lora_terms(meta: Any, method: str, lora: Any, spec: Any, params: int, w: in
         replace_with_bnb_linear(meta, skip, BitsAndBytesConfig(load_in_8bit=eight, load_in_4bit=not eight))
         shapes = [(m.in_features, m.out_features) for m in meta.modules() if "bitsandbytes" in str(type(m))]
         q = sum(a * b for a, b in shapes)
-        # int8: one fp32 scale per output row; nf4: one fp32 absmax per 64 weights, rounded up per tensor
-        scales = sum(b if eight else -(-a * b // 64) for a, b in shapes)
+        # int8: one fp32 scale per output row; nf4: one fp32 absmax per 64 weights, rounded up per tensor,
+        # and the tensor's own copy of the 16 NF4 levels (bitsandbytes' `code`)
+        scales = sum(b if eight else -(-a * b // 64) + 16 for a, b in shapes)
         terms = [_t("weights", 1 if eight else 0.5, q, f"Linear weights ({'int8' if eight else 'nf4'})")]
-        terms.append(_t("weights", 4, scales, "fp32 scales, 1 per row" if eight else "fp32 absmax, 1 per 64"))
+        terms.append(_t("weights", 4, scales, "fp32 scales, 1 per row" if eight else "fp32 absmax, 1 per 64, + 16 levels"))
         terms.append(_t("weights", 4, params - q, "other params (embeddings, norms, lm_head; fp32)"))
         notes.append("prepare_model_for_kbit_training casts every 16-bit parameter left to fp32")
         if not shapes:
@@ -247,6 +249,22 @@ def free(*objects: Any) -> None:
         torch.cuda.empty_cache()
 
 
+def storages(model: Any, optimizer: Any = None) -> dict[str, dict[tuple, int]]:
+    """{storage: bytes} training holds: weights (with bitsandbytes' state), gradients, optimizer state."""
+    params, out, seen = list(model.parameters()), {}, set()
+    quant = [q for p in params if (q := getattr(p, "quant_state", None))]  # 4-bit; 8-bit keeps SCB on the weight
+    consts = [getattr(x, a, None) for x in params + quant + [getattr(q, "state2", None) for q in quant]
+              for a in ("SCB", "absmax", "code", "offset")]
+    states = [v for s in getattr(optimizer, "state", {}).values() for v in s.values()]
+    for group, tensors in {"weights": params + consts, "gradients": [p.grad for p in params], "optimizer": states}.items():
+        out[group] = {}  # tied and viewed tensors share a storage: it counts once, in its first group
+        for t in (t.untyped_storage() for t in tensors if isinstance(t, torch.Tensor) and t.device.type != "meta"):
+            if (key := (t.device, t.data_ptr())) not in seen:
+                seen.add(key)
+                out[group][key] = t.nbytes()
+    return out
+
+
 class SimulatedOutOfMemory(torch.OutOfMemoryError):
     """`TensorBudget`'s refusal; a torch.OutOfMemoryError, so one `except` catches it and a real OOM."""
 
@@ -260,15 +278,7 @@ class TensorBudget(TrainerCallback):
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         if model is None:
             return
-        params = list(model.parameters())  # bitsandbytes keeps 8-bit scales in SCB, 4-bit ones in absmax:
-        consts = [getattr(getattr(p, "quant_state", p), a, None) for p in params for a in ("SCB", "absmax")]
-        states = [v for s in getattr(kwargs.get("optimizer"), "state", {}).values() for v in s.values()]
-        groups = {"weights": params + consts, "gradients": [p.grad for p in params], "optimizer": states}
-        seen: dict[tuple, tuple[str, int]] = {}  # unique storages: tied and viewed tensors count once
-        for group, tensors in groups.items():
-            for t in (t.untyped_storage() for t in tensors if isinstance(t, torch.Tensor)):
-                seen.setdefault((t.device, t.data_ptr()), (group, t.nbytes()))
-        self.measured = {g: sum(n for k, n in seen.values() if k == g) / MB for g in groups}
+        self.measured = {g: sum(sizes.values()) / MB for g, sizes in storages(model, kwargs.get("optimizer")).items()}
         self.peak_mb = max(self.peak_mb, held := sum(self.measured.values()))
         if held > self.budget_mb:
             got = ", ".join(f"{k} {v:,.2f} MB" for k, v in self.measured.items())
@@ -286,7 +296,7 @@ def emulate_card(gb: float, *, model_name: str, profile: Any) -> TensorBudget:
         return TensorBudget(gb * 1024)
     if not profile.is_smoke:  # `full` on a CPU (make full-check): scale the card to the checkpoint's share
         share = models.on_meta(AutoConfig.from_pretrained(profile.model(model_name))).num_parameters()
-        share /= models.on_meta(model_name).num_parameters()
+        share /= models.on_meta(model_name).num_parameters()  # the checkpoint may hold a few layers only
         print(f"no GPU to cap: a {gb:g} GB card is {gb * share:.2f} GB for a checkpoint of {share:.1%} of the real model")
         return TensorBudget(gb * 1024 * share)
     stand_in, dtype = profile.model(model_name), profile.dtype_for(model_name)
