@@ -22,10 +22,10 @@ import sysconfig
 from importlib import metadata
 from pathlib import Path
 
-# What a notebook cell must never replace in Colab: the kernel it runs in and the arrays under everything.
-HELD = set(
-    "ipykernel ipython ipywidgets jupyter-client tornado traitlets notebook numpy pandas torch".split()
-)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from colab_setup import KEEP  # noqa: E402 - the set-up cell's list: what a notebook must never replace in Colab
+
+HELD = set(KEEP)
 LIBRARIES = """torch transformers trl peft accelerate datasets bitsandbytes openai huggingface-hub tokenizers
     pyarrow numpy pandas ipykernel ipython ipywidgets jupyter-client tornado nbclient nbformat nbmake""".split()
 _TORCH = {"torch", "torchvision", "torchaudio", "torchcodec"}

@@ -33,8 +33,7 @@ if "google.colab" in sys.modules:  # anywhere else this cell does nothing (`make
     if not os.path.isdir(DIR) and (done := subprocess.run(clone, env=env, capture_output=True, text=True)).returncode:
         print(done.stdout + done.stderr)
         raise RuntimeError(f"set-up failed: `{{' '.join(clone)}}` (output above). Is {{REPO}} right and public?")
-    # pip install, keeping Colab's torch and kernel as they are; stops if the runtime must restart
-    exec(open(f"{{DIR}}/colab_setup.py").read())"""
+    exec(open(f"{{DIR}}/colab_setup.py").read(), {{"__name__": "__main__", "DIR": DIR, "env": env}})  # keeps Colab's torch"""
 
 
 def course_notebooks() -> list[Path]:
