@@ -27,7 +27,6 @@ def _encoder(model: str) -> Any:
     """tiktoken's encoding for `model`, or None where tiktoken or its encoding file (a download) is missing."""
     try:
         import tiktoken
-
         return tiktoken.get_encoding("cl100k_base" if model.startswith("gpt-3.5") else "o200k_base")
     except Exception:  # noqa: BLE001 - not installed, or offline on first use: count approximately
         return None
@@ -47,14 +46,17 @@ class Report:
 
     path: Path
     model: str
-    examples: int = 0
-    tokens: list[int] = field(default_factory=list)  # per valid example, as OpenAI would bill it
+    tokens: list[int] = field(default_factory=list)  # one count per valid example, as OpenAI would bill it
     problems: list[tuple[int, str]] = field(default_factory=list)
     approximate: bool = False  # no tiktoken encoding here: 4 characters counted as a token
 
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    @property
+    def examples(self) -> int:
+        return len(self.tokens)
 
     def cost(self, epochs: int | None = None) -> tuple[int, float]:
         """(tokens billed, USD) for `epochs` (default: OpenAI's choice) at the TRAINING price."""
@@ -75,9 +77,8 @@ def check(path: str | Path, model: str = "gpt-4o-mini-2024-07-18") -> Report:
     """Check a chat fine-tuning JSONL file as OpenAI would before training, and count its tokens."""
     if model not in TRAINING:
         raise ValueError(f"unknown base model {model!r}; expected one of: {', '.join(TRAINING)}")
-    report, encoder = Report(Path(path), model), _encoder(model)
-    report.approximate = encoder is None
-    limit = TRAINING[model][1]
+    encoder, limit = _encoder(model), TRAINING[model][1]
+    report = Report(Path(path), model, approximate=encoder is None)
     for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
         problem, tokens = _problem(line, encoder)
         if problem is None and tokens > limit:
@@ -85,7 +86,6 @@ def check(path: str | Path, model: str = "gpt-4o-mini-2024-07-18") -> Report:
         if problem:
             report.problems.append((number, problem))
         elif line.strip():
-            report.examples += 1
             report.tokens.append(tokens)
     if report.examples < MIN_EXAMPLES:
         report.problems.append((0, f"{report.examples} valid examples; OpenAI needs at least {MIN_EXAMPLES}"))

@@ -108,7 +108,7 @@ class Profile:
         if split not in SMOKE_EXAMPLES:
             raise ValueError(f"unknown split {split!r}; expected one of: {', '.join(SMOKE_EXAMPLES)}")
         if not self.is_smoke:
-            return n if (cap := _cap("TUTORLIB_MAX_EXAMPLES")) is None else min(cap, cap if n is None else n)
+            return n if (cap := _cap("TUTORLIB_MAX_EXAMPLES")) is None else cap if n is None else min(cap, n)
         return SMOKE_EXAMPLES[split] if n is None else min(n, SMOKE_EXAMPLES[split])
 
     def train_args(self, name: str) -> dict[str, Any]:

@@ -33,8 +33,7 @@ def template_pair(index: int) -> dict[str, Any]:
     if flaw == _PLANTED[4]:
         other = p["scenarios"][(p["scenarios"].index(scenario) + 2) % len(p["scenarios"])]
         summary = [part.format(item=rng.choice(p["items"]), day=rng.choice(p["days"])) for part in other[2:]]
-    if flaw == _PLANTED[7]:
-        summary = summary[:1]
+    summary = summary[:1] if flaw == _PLANTED[7] else summary
     return {"dialogue": "\n".join(turns), "summary": " ".join(summary), "generator": "template", "planted": flaw}
 
 
@@ -79,14 +78,11 @@ def resumable(path: str | Path, n: int, make: Callable[[int], dict[str, Any]]) -
 def near_duplicates(texts: list[str], threshold: float = 0.8, n: int = 3) -> dict[int, int]:
     """{index: earlier index it repeats} for texts whose word `n`-grams overlap an earlier kept text's by
     at least `threshold` (Jaccard similarity). Quadratic: meant for hundreds of texts, not millions."""
-    shingles = []
-    for text in texts:
-        words = re.findall(r"\w+", text.lower())
-        shingles.append({tuple(words[k : k + n]) for k in range(max(len(words) - n + 1, 1))})
+    words = [re.findall(r"\w+", text.lower()) for text in texts]
+    shingles = [{tuple(w[k : k + n]) for k in range(max(len(w) - n + 1, 1))} for w in words]
     repeats: dict[int, int] = {}
-    for i, mine in enumerate(shingles):
-        for j in (j for j in range(i) if j not in repeats):
-            if len(mine & shingles[j]) / max(len(mine | shingles[j]), 1) >= threshold:
-                repeats[i] = j
-                break
+    for i, mine in enumerate(shingles):  # shingle sets are never empty: a short text is one (short) tuple
+        similar = (j for j in range(i) if j not in repeats and len(mine & shingles[j]) >= threshold * len(mine | shingles[j]))
+        if (j := next(similar, None)) is not None:
+            repeats[i] = j
     return repeats
