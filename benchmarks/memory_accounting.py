@@ -54,15 +54,16 @@ CPU_DROPOUT = (
     "CPU only: with dropout > 0 CPU SDPA falls back to its math kernel (3 s×s tensors per head) and dropout keeps "
     "fp32 noise; CUDA's fused kernels keep neither, and the estimate follows CUDA"
 )
-LORA_INPUTS = (
-    "the estimate has no term for LoRA's inputs: Falcon's LoRA adapts all four linears with dropout 0.1, so each "
-    "keeps a dropped copy of its input (and, on the CPU, fp32 dropout noise), the 4h-wide MLP output layer's too"
+FALCON_SCORES = (
+    "CPU only (inferred, not probed per op): from 1x128 to 2x256 (4x the tokens) Falcon's measured activations "
+    "grow 4.7x, the mark of an s×s tensor; one fp32 s×s tensor per head per block (1,191 MB at 2x256 over 32 "
+    "blocks) brings the ratio to 0.95. CPU attention keeps it; CUDA's fused kernel keeps no s×s tensor"
 )
 T5_DROPOUT = CPU_DROPOUT + (
     " (checked for T5: with dropout_rate=0 its LoRA 2x256 activations measure 1,235 MB against the estimate's "
-    "1,176, a ratio of 0.95)"
+    "1,080, a ratio of 0.87; LoRA's own dropout, p=0.05, still keeps fp32 noise there, about 57 MB by count)"
 )
-WHY = {"distilgpt2": CPU_DROPOUT, "flan-t5-base": T5_DROPOUT, "falcon-7b": LORA_INPUTS}
+WHY = {"distilgpt2": CPU_DROPOUT, "flan-t5-base": T5_DROPOUT, "falcon-7b": FALCON_SCORES}
 
 
 class SavedTensors:

@@ -68,7 +68,11 @@ def test_llama_full_does_not_fit_16gb_but_8bit_lora_and_qlora_do_and_methods_are
 def test_adapter_counts_are_peft_counts_and_reproduce_the_documents():
     falcon = estimate("falcon-7b", method="lora")
     assert falcon.trainable == 32_636_928  # seed 002
-    assert "(18sbh + 4sbi)" in falcon.explain()  # shapes read before LoRA wraps the MLP
+    # Shapes read before LoRA wraps the MLP; all four layers adapted with dropout 0.1 keep a dropped copy
+    # and a mask of their inputs: 3 × (h + h + h + 4h wide) = 3 × (3 × 4544 + 18176) bytes a token.
+    assert "(18sbh + 4sbi - 6sbh - 2sbi + 95424sb for LoRA's inputs)" in falcon.explain()
+    plain = estimate("falcon-7b", method="lora", lora={**models.spec("falcon-7b").lora, "lora_dropout": 0.0})
+    assert "+ 63616sb for LoRA's inputs" in plain.explain()  # without dropout: the input itself, 2 bytes
     assert estimate("flan-t5-base", method="lora").trainable == 3_538_944  # seed 001
     gpt2 = estimate("distilgpt2", method="lora")
     assert "c_attn" in gpt2.explain() and gpt2.trainable == 6 * 16 * (768 + 3 * 768)  # peft's GPT-2 default

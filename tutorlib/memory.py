@@ -83,8 +83,7 @@ class Estimate:
         return self.total_gb + reserve_gb <= gb
 
     def explain(self) -> str:
-        total = f"{'total:':<13}{self.total_gb:.2f} GB, without the CUDA context (~0.4 GB)"
-        return "\n".join([*self.lines, total])
+        return "\n".join([*self.lines, f"{'total:':<13}{self.total_gb:.2f} GB, without the CUDA context (~0.4 GB)"])
 
     def __str__(self) -> str:
         parts = ", ".join(f"{k} {v:.3g}" for k, v in self.breakdown.items())
@@ -115,21 +114,18 @@ def estimate(
     notes = [f"batch {batch_size} × {seq_len} tokens, {dname} weights, checkpointing {'on' if on else 'off'}"]
     meta, state = None if cfg is None else models.on_meta(cfg), _OPTIMIZERS[optimizer]
     params = trainable = model if meta is None else sum(p.numel() for p in meta.parameters())
-    if meta is None:
-        act = [("activations", 0, "not estimated: a bare parameter count has no layer shapes")]
-    else:  # read the shapes before LoRA wraps the layers
-        act = _activation_terms(meta, cfg, batch_size, seq_len, w, on)
-        notes.append("PyTorch SDPA attention (the default) recomputes the s×s scores instead of storing them")
-    if method == "full":
-        master, what = (4 if w == 2 else 0), f"params ({dname})"  # mixed precision keeps an fp32 copy
+    if method == "full":  # mixed precision keeps an fp32 master copy; every linear keeps its input
+        master, what, adapters = (4 if w == 2 else 0), f"params ({dname})", None
         kept = f"fp32 master copy 4 + {_STATE[state]}" if master else _STATE[state]
         terms = [_t("weights", w, params, what), _t("gradients", w, params, what)]
         terms.append(_t("optimizer", master + state, params, f"params ({kept})"))
     else:
-        trainable, terms = _lora_terms(meta, method, lora, spec, params, w, notes)
+        trainable, terms, adapters = _lora_terms(models.on_meta(cfg), method, lora, spec, params, w, notes)
         terms.append(_t("optimizer", state, trainable, f"LoRA params ({_STATE[state]})"))
-        notes.append("activations counted as if every layer trained; frozen layers keep fewer inputs")
-    terms += act
+    if meta is not None:
+        notes.append("PyTorch SDPA attention (the default) recomputes the s×s scores instead of storing them")
+    no_shapes = [("activations", 0, "not estimated: a bare parameter count has no layer shapes")]
+    terms += no_shapes if meta is None else _activation_terms(meta, cfg, batch_size, seq_len, w, on, adapters)
     title, breakdown = f"{name} · {dname} · {method}", dict.fromkeys(_PARTS, 0.0)
     lines, previous = [f"{title}: {params:,} parameters, {trainable:,} trainable"], ""
     lines += [f"assumes: {note}" for note in notes]
@@ -155,11 +151,12 @@ def _resolve(model: Any) -> tuple[str, PretrainedConfig | None, models.Spec | No
     raise TypeError(f"model must be a model name, hub id, folder, PretrainedConfig or int; got {model!r}")
 
 
-def _activation_terms(meta: Any, cfg: Any, b: int, s: int, w: int, checkpointing: bool) -> list[tuple]:
-    """Stored activations after Korthikanti et al. 2022 in 16-bit: 18sbh + 4sbi per block (8sbi for a gated
-    MLP of width i; 6sbi more for gelu_new, whose tanh formula saves three tensors), 13sbh more for T5's
-    cross-attention. Checkpointing keeps 2sbh per block; backward then holds the larger of one recomputed
-    block and the fp32 logits (freed before the blocks' backward), as benchmarks/memory_accounting.py measured."""
+def _activation_terms(meta: Any, cfg: Any, b: int, s: int, w: int, checkpointing: bool, adapters: Any) -> list:
+    """Stored activations after Korthikanti et al. 2022 in 16-bit: 18sbh + 4sbi per block (8sbi for a gated MLP
+    of width i; 6sbi more for gelu_new, whose tanh formula saves three tensors), 13sbh more for T5's cross-
+    attention. Under LoRA frozen linears keep no inputs (-6sbh - 2sbi) and the adapters keep `adapters` bytes
+    a token. Checkpointing keeps 2sbh per block; backward then holds the larger of one recomputed block and the
+    fp32 logits (freed before the blocks' backward), as benchmarks/memory_accounting.py measured."""
     from transformers.pytorch_utils import Conv1D
 
     block = next(m for m in meta.modules() if isinstance(m, torch.nn.ModuleList))[0]
@@ -170,7 +167,9 @@ def _activation_terms(meta: Any, cfg: Any, b: int, s: int, w: int, checkpointing
     mlp = (8 if widths.count(i) > 1 else 4) + 6 * ("gelu_new" in act)
     n, v = cfg.num_hidden_layers + dec, cfg.vocab_size
     one, cross, scale = ((18 * h + mlp * i) * s * b, 13 * h * s * b, w / 2)
-    text = f"(18sbh + {mlp}sbi) bytes, s={s} b={b} h={h} i={i}" + (" × 2 for fp32" if w == 4 else "")
+    one += 0 if adapters is None else (adapters - 6 * h - 2 * i) * s * b
+    lora = "" if adapters is None else f" - 6sbh - 2sbi + {adapters}sb for LoRA's inputs"
+    text = f"(18sbh + {mlp}sbi{lora}) bytes, s={s} b={b} h={h} i={i}" + (" × 2 for fp32" if w == 4 else "")
     logits = _t("activations", 4, b * s * v, f"logits {b}×{s}×{v} (fp32 for the loss)")
     if not checkpointing:
         cross_text = f" + {dec} × 13sbh cross-attention" if dec else ""
@@ -209,7 +208,10 @@ def _lora_terms(meta: Any, method: str, lora: Any, spec: Any, params: int, w: in
         raise ValueError(f"LoRA target_modules {sorted(missing)} match no layer of this model")
     n, names = wrapped.get_nb_trainable_parameters()[0], ", ".join(sorted({f.split(".")[-1] for f in found}))
     terms += [_t("weights", 4, n, f"LoRA params on {names} (fp32, as peft keeps them)")]
-    return n, [*terms, _t("gradients", 4, n, "LoRA params (fp32)")]
+    # Per block, each adapter keeps its input (16-bit: 2 bytes), dropped (a new copy, with a 1-byte mask) if p > 0
+    block = next(m for m in wrapped.modules() if isinstance(m, torch.nn.ModuleList))[0]
+    inputs = sum(m.in_features * (3 if getattr(m.lora_dropout["default"], "p", 0) else 2) for m in block.modules() if hasattr(m, "lora_A"))
+    return n, [*terms, _t("gradients", 4, n, "LoRA params (fp32)")], inputs
 
 
 def _t(component: str, per: float, count: int, what: str) -> tuple[str, float, str]:
@@ -231,8 +233,7 @@ def limit(gb: float) -> bool:
     total = torch.cuda.mem_get_info()[1] if torch.cuda.is_available() else 0  # the current device's size
     if capped := gb * GB < total:
         torch.cuda.set_per_process_memory_fraction(gb * GB / total)  # the CUDA context comes on top
-    what = "capped" if capped else "nothing to cap"
-    print(f"memory.limit({gb:g}): {what} ({total / GB:.1f} GB of CUDA memory)")
+    print(f"memory.limit({gb:g}): {'capped' if capped else 'nothing to cap'} ({total / GB:.1f} GB of CUDA memory)")
     return capped
 
 

@@ -52,12 +52,11 @@ def record(experiment: str, *, notebook: str, profile: Any, model: str, method: 
 
     gpu = getattr(profile, "gpu_name", None)
     device = f"{profile.device} ({gpu})" if gpu else str(profile.device)
-    now = datetime.now(UTC).isoformat(timespec="seconds")
     data = dict(experiment=experiment, notebook=notebook, profile=profile.name, model=model, method=method)
     data |= dict(device=device, dtype=dtype or str(profile.dtype).removeprefix("torch."))
     data |= dict(train_seconds=train_seconds, peak_memory_mb=peak_memory_mb, memory_kind=memory_kind)
-    data |= dict(judge=judge, scores=dict(scores), extra=dict(extra or {}))
-    data |= dict(library_versions=library_versions(), created_at=now)
+    data |= dict(judge=judge, scores=dict(scores), extra=dict(extra or {}), library_versions=library_versions())
+    data["created_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     # NumPy and torch scalars by `.item()`; anything else JSON lacks (paths, dtypes) as text.
     text = json.dumps(data, indent=2, default=lambda v: v.item() if hasattr(v, "item") else str(v)) + "\n"
     _refuse_secrets(text, secrets)
