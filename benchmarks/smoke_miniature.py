@@ -2,7 +2,7 @@
 
 Usage:
     .venv/bin/python benchmarks/smoke_miniature.py                 # every variant, about 12 minutes, one core
-    options: --variants today pretrained-full  --out FILE
+    options: --variants today-full probe-init-0.2  --out FILE
 
 Under `smoke`, notebooks 01-03 fine-tune 2-layer, 64-wide stand-ins (random weights, `tutorlib.tiny`)
 for 30 steps and generate 24 tokens; every score is 0. Each variant below changes one or more of:
