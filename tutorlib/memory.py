@@ -151,7 +151,7 @@ def _resolve(model: Any) -> tuple[str, PretrainedConfig | None, models.Spec | No
     raise TypeError(f"model must be a model name, hub id, folder, PretrainedConfig or int; got {model!r}")
 
 
-def _activation_terms(meta: Any, cfg: Any, b: int, s: int, w: int, checkpointing: bool, adapters: Any) -> list:
+def _activation_terms(meta: Any, cfg: Any, b: int, s: int, w: int, checkpointing: bool, adapters: int | None) -> list:
     """Stored activations after Korthikanti et al. 2022 in 16-bit: 18sbh + 4sbi per block (8sbi for a gated MLP
     of width i; 6sbi more for gelu_new, whose tanh formula saves three tensors), 13sbh more for T5's cross-
     attention. Under LoRA frozen linears keep no inputs (-6sbh - 2sbi) and the adapters keep `adapters` bytes
