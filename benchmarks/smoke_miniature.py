@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 from peft import LoraConfig, get_peft_model  # noqa: E402
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
-from tutorlib import data, generate, grading, models, profile, tiny, train  # noqa: E402
+from tutorlib import course, data, grading, models, profile, tiny, train  # noqa: E402
 from tutorlib.templates import TEMPLATES  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -69,12 +69,16 @@ VARIANTS: dict[str, tuple] = {
 
 @dataclass(frozen=True)
 class _Variant(profile.Profile):
-    """The smoke profile, loading one prepared stand-in folder instead of building the default one."""
+    """The smoke profile, loading one prepared stand-in folder and generating `new_tokens` tokens."""
 
     folder: str = ""
+    new_tokens: int = 24
 
     def model(self, name: str) -> str:
         return self.folder
+
+    def generation_args(self) -> dict[str, int]:
+        return {"max_new_tokens": self.new_tokens, "batch_size": 4}
 
 
 def stand_in(name: str, init: float | None, steps: int, work: Path) -> str:
@@ -121,17 +125,10 @@ def pretrain(model: Any, tok: Any, steps: int) -> None:
         optimizer.zero_grad()
 
 
-def grade(model: Any, tok: Any, tokens: int, prof: Any) -> dict[str, Any]:
-    """Summaries of the smoke test set and the offline judge's points (out of 3 per summary)."""
-    test, template = data.take(data.load("tweetsumm")["test"], prof.examples("test")), TEMPLATES["tweetsumm"]
-    prompts = [template.prompt(d) for d in test["dialogue"]]
-    summaries = generate.summarize(model, tok, prompts, template=template, max_new_tokens=tokens, batch_size=4)
-    items = [
-        {"id": i, "dialogue": d, "summary": s, "references": r}
-        for i, (d, s, r) in enumerate(zip(test["dialogue"], summaries, test["references"], strict=True))
-    ]
-    totals = grading.summarize_grades(grading.grade_many(grading.OfflineJudge(), "tweetsumm", items), "tweetsumm")
-    return {"points": totals["total"], "of": totals["max_total"], **totals["criteria"], "summaries": summaries}
+def points(evaluation: course.Evaluation) -> dict[str, Any]:
+    """The offline judge's points (out of 3 per summary) and the summaries of one `Lesson.evaluate`."""
+    totals = evaluation.totals
+    return {"points": totals["total"], "of": totals["max_total"], **totals["criteria"], "summaries": evaluation.summaries}
 
 
 def probe(folder: str, steps: int, lr: float) -> dict[str, Any]:
@@ -164,16 +161,19 @@ def run(key: str, prof: Any, work: Path) -> dict[str, Any]:
     out |= {"steps": steps, "lr": lr, "new_tokens": tokens, "build_seconds": round(time.perf_counter() - start, 1)}
     if method == "probe":
         return out | probe(folder, steps, lr)
-    variant = _Variant(**{f.name: getattr(prof, f.name) for f in fields(prof)}, folder=folder)
+    variant = _Variant(**{f.name: getattr(prof, f.name) for f in fields(prof)}, folder=folder, new_tokens=tokens)
+    # Notebook 01's pipeline: summarize the smoke test set, grade it, record it (in the temporary folder).
+    lesson = course.Lesson("smoke_miniature", variant, template="tweetsumm", judge=grading.OfflineJudge())
+    tweetsumm = data.load("tweetsumm")
+    test = data.take(tweetsumm["test"], variant.examples("test"))
     if base:
         model, tok = train.load_model(name, variant, method="full")
-        out["base"] = grade(model, tok, tokens, prof)
-    tweetsumm, template = data.load("tweetsumm"), TEMPLATES["tweetsumm"]
-    trained = train.finetune(name, tweetsumm, method=method, template=template, profile=variant, max_steps=steps,
-                             learning_rate=lr, eval_strategy="no", disable_tqdm=True, logging_steps=5)
+        out["base"] = points(lesson.evaluate(model, tok, test, f"{key} base"))
+    trained = train.finetune(name, tweetsumm, method=method, template=lesson.template, profile=variant,
+                             max_steps=steps, learning_rate=lr, eval_strategy="no", disable_tqdm=True, logging_steps=5)
     out |= {"train_seconds": round(trained.seconds, 1), "loss_first": round(trained.losses[0], 2)}
     out |= {"loss_last": round(trained.losses[-1], 2), "trainable": trained.trainable_params}
-    return out | {"tuned": grade(trained.model, trained.tokenizer, tokens, prof)}
+    return out | {"tuned": points(lesson.evaluate(trained.model, trained.tokenizer, test, key, trained=trained))}
 
 
 def table(records: list[dict[str, Any]]) -> str:
@@ -205,19 +205,18 @@ def main(argv: list[str] | None = None) -> None:
     context = {"device": f"cpu ({platform.processor() or platform.machine()})", "dtype": "float32",
                "profile": "smoke", "threads": torch.get_num_threads(), "library_versions": libs}
     old = {r["variant"]: r for r in json.loads(args.out.read_text())} if args.out.is_file() else {}
-    with tempfile.TemporaryDirectory() as work, mock.patch.dict(os.environ, {"TUTORLIB_RUNS": work}):
+    with tempfile.TemporaryDirectory() as work, mock.patch.dict(
+        os.environ, {"TUTORLIB_RUNS": work, "TUTORLIB_RESULTS": str(Path(work) / "results")}
+    ):
         for key in args.variants:
             print(f"{key} ...", flush=True)
-            old[key] = run(key, prof, Path(work)) | context | {"created_at": _now()}
+            old[key] = run(key, prof, Path(work)) | context
+            old[key]["created_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     records = [old[k] for k in VARIANTS if k in old]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(records, indent=1, ensure_ascii=False) + "\n")
     args.out.with_suffix(".md").write_text(table(records))
     print(table(records))
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 if __name__ == "__main__":
