@@ -1,15 +1,22 @@
 """Can the `smoke` stand-ins tell notebooks 01-03's story? Measured variants of the miniature, not the course's.
 
 Usage:
-    .venv/bin/python benchmarks/smoke_miniature.py                 # every variant, about 12 minutes, one core
-    options: --variants today-full probe-init-0.2  --out FILE
+    .venv/bin/python benchmarks/smoke_miniature.py                 # every variant, about 35 minutes, one core
+    options: --variants today-full probe-init-0.2  --out FILE     # the others' records are kept
 
 Under `smoke`, notebooks 01-03 fine-tune 2-layer, 64-wide stand-ins (random weights, `tutorlib.tiny`)
 for 30 steps and generate 24 tokens; every score is 0. Each variant below changes one or more of:
 - `pretrain`: next-token steps on the bundled train splits before fine-tuning: every dialogue, plus
   the DialogSum and SAMSum summaries (never TWEETSUMM's, the task fine-tuned here), in 128-token
-  blocks, batch 8, lr 3e-3 decaying linearly to 0. A stand-in for pre-training: the base then writes
-  English, and fine-tuning has something to adapt;
+  blocks, batch 8, lr 3e-3 decaying linearly to 0. A stand-in for pre-training, meant to give
+  fine-tuning something to adapt; on these ~30,000 tokens the base memorizes more than it generalizes;
+- `task_summaries`: pre-train on TWEETSUMM's own train summaries too. Not a miniature anyone should
+  ship (it leaks the task into the base); an upper bound on what a base that knows the task's
+  language gives an adapter;
+- `synthetic`: pre-train on the summaries of that many offline synthetic pairs too
+  (`synthetic.template_pair`, notebook 11's stand-in generator): TWEETSUMM-style English that is not
+  TWEETSUMM's, the kind of text a real base model has read;
+- `sizes`: layers and width over the registry's 2 x 64 (4 x 256 here);
 - `init`: the stand-in's `initializer_range` (the real configs' 0.02 is calibrated for 768+ wide
   layers; at width 64 it leaves the output head's rows about 3.5 times shorter than DistilGPT2's);
 - `steps`, `lr`: the SFTConfig's `max_steps` and `learning_rate` (smoke: 30 and 2e-3);
@@ -33,7 +40,7 @@ import time
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from unittest import mock
 
 import torch
@@ -44,26 +51,53 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 from peft import LoraConfig, get_peft_model  # noqa: E402
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
-from tutorlib import course, data, grading, models, profile, tiny, train  # noqa: E402
+from tutorlib import course, data, grading, models, profile, synthetic, tiny, train  # noqa: E402
 from tutorlib.templates import TEMPLATES  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 PRETRAIN = {"batch": 8, "length": 128, "lr": 3e-3, "seed": 0}
-# name: (model, method, pretrain steps, initializer_range or None, steps, lr, new tokens, grade the base)
-VARIANTS: dict[str, tuple] = {
-    "today-full": ("distilgpt2", "full", 0, None, 30, 2e-3, 24, True),
-    "today-lora": ("distilgpt2", "lora", 0, None, 30, 2e-3, 24, False),
-    "longer-full": ("distilgpt2", "full", 0, None, 200, 5e-3, 24, False),
-    "pretrained-full-30": ("distilgpt2", "full", 600, None, 30, 2e-3, 48, True),
-    "pretrained-full": ("distilgpt2", "full", 600, None, 60, 3e-3, 48, False),
-    "pretrained-lora": ("distilgpt2", "lora", 600, None, 60, 1e-2, 48, False),
-    "pretrained-lora-300": ("distilgpt2", "lora", 600, 0.07, 300, 1e-2, 48, False),
-    "pretrained-lora-init-0.2": ("distilgpt2", "lora", 600, 0.2, 60, 1e-2, 48, True),
-    "llama-pretrained-full": ("llama-2-7b", "full", 600, None, 60, 3e-3, 48, True),
-    "llama-pretrained-qlora": ("llama-2-7b", "qlora", 600, None, 60, 1e-2, 48, False),
-    "probe-init-0.02": ("distilgpt2", "probe", 0, None, 60, 5e-3, 0, False),
-    "probe-init-0.07": ("distilgpt2", "probe", 0, 0.07, 60, 5e-3, 0, False),
-    "probe-init-0.2": ("distilgpt2", "probe", 0, 0.2, 60, 5e-3, 0, False),
+
+
+class V(NamedTuple):
+    """One variant: the stand-in (sizes over the registry's `tiny`, init, pre-training) and the fine-tune."""
+
+    model: str
+    method: str
+    pretrain: int = 0  # next-token steps before fine-tuning (0: today's random stand-in)
+    init: float | None = None  # initializer_range (None: the real config's 0.02)
+    steps: int = 30
+    lr: float = 2e-3
+    tokens: int = 24  # max_new_tokens
+    base: bool = False  # grade the base too
+    sizes: dict | None = None  # e.g. wider and deeper than the registry's 2 x 64
+    task_summaries: bool = False  # pre-train on TWEETSUMM's own summaries too: an upper bound, a leak
+    synthetic: int = 0  # pre-train on this many TWEETSUMM-style summaries of `synthetic.template_pair` too
+
+
+_WIDE = {"hidden_size": 256, "intermediate_size": 688, "num_hidden_layers": 4}
+VARIANTS: dict[str, V] = {
+    "today-full": V("distilgpt2", "full", base=True),
+    "today-lora": V("distilgpt2", "lora"),
+    "longer-full": V("distilgpt2", "full", steps=200, lr=5e-3),
+    "pretrained-full-30": V("distilgpt2", "full", 600, tokens=48, base=True),
+    "pretrained-full": V("distilgpt2", "full", 600, steps=60, lr=3e-3, tokens=48),
+    "pretrained-lora": V("distilgpt2", "lora", 600, steps=60, lr=1e-2, tokens=48),
+    "pretrained-lora-300": V("distilgpt2", "lora", 600, 0.07, 300, 1e-2, 48),
+    "pretrained-lora-init-0.2": V("distilgpt2", "lora", 600, 0.2, 60, 1e-2, 48, base=True),
+    "llama-pretrained-full": V("llama-2-7b", "full", 600, steps=60, lr=3e-3, tokens=48, base=True),
+    "llama-pretrained-qlora": V("llama-2-7b", "qlora", 600, steps=60, lr=1e-2, tokens=48),
+    "llama-memorized-lora": V("llama-2-7b", "lora", 2000, 0.1, 60, 1e-2, 48, True, task_summaries=True),
+    "llama-memorized-full": V("llama-2-7b", "full", 2000, 0.1, 60, 3e-3, 48, task_summaries=True),
+    "llama-4x256-lora": V("llama-2-7b", "lora", 400, None, 60, 1e-2, 48, True, _WIDE),
+    "llama-4x256-qlora": V("llama-2-7b", "qlora", 400, None, 60, 1e-2, 48, sizes=_WIDE),
+    "llama-4x256-full": V("llama-2-7b", "full", 400, None, 60, 1e-3, 48, sizes=_WIDE),
+    "llama-4x256-synthetic-lora": V("llama-2-7b", "lora", 400, None, 60, 1e-2, 48, True, _WIDE, synthetic=300),
+    "llama-4x256-synthetic-full": V("llama-2-7b", "full", 400, None, 60, 1e-3, 48, sizes=_WIDE, synthetic=300),
+    "llama-4x256-memorized-lora": V("llama-2-7b", "lora", 1000, None, 60, 1e-2, 48, True, _WIDE, True),
+    "llama-4x256-memorized-full": V("llama-2-7b", "full", 1000, None, 60, 1e-3, 48, sizes=_WIDE, task_summaries=True),
+    "probe-init-0.02": V("distilgpt2", "probe", steps=60, lr=5e-3, tokens=0),
+    "probe-init-0.07": V("distilgpt2", "probe", init=0.07, steps=60, lr=5e-3, tokens=0),
+    "probe-init-0.2": V("distilgpt2", "probe", init=0.2, steps=60, lr=5e-3, tokens=0),
 }
 
 
@@ -81,36 +115,39 @@ class _Variant(profile.Profile):
         return {"max_new_tokens": self.new_tokens, "batch_size": 4}
 
 
-def stand_in(name: str, init: float | None, steps: int, work: Path) -> str:
-    """The default stand-in, re-drawn with `init` and pre-trained for `steps` when asked; cached in `work`."""
-    folder = tiny.build(name)
-    if init is None and not steps:
+def stand_in(v: V, work: Path) -> str:
+    """The default stand-in, re-drawn with `v`'s sizes and init and pre-trained when asked; cached in `work`."""
+    folder = tiny.build(v.model)
+    if v.init is None and not v.pretrain and not v.sizes:
         return str(folder)
-    out = work / f"{name}-{init}-{steps}"
+    out = work / f"{v.model}-{v.init}-{v.pretrain}-{sorted((v.sizes or {}).items())}-{v.task_summaries}-{v.synthetic}"
     if out.is_dir():
         return str(out)
     tok = AutoTokenizer.from_pretrained(folder)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(PRETRAIN["seed"])
-        if init is None:
+        if v.init is None and not v.sizes:
             model = AutoModelForCausalLM.from_pretrained(folder)
         else:
-            config = AutoConfig.from_pretrained(folder)
-            config.initializer_range = init
+            config = AutoConfig.from_pretrained(folder, **(v.sizes or {}))
+            config.initializer_range = v.init or config.initializer_range
             model = AutoModelForCausalLM.from_config(config)
-        if steps:
-            pretrain(model, tok, steps)
+        if v.pretrain:
+            pretrain(model, tok, v.pretrain, v.task_summaries, v.synthetic)
     model.eval().save_pretrained(out)
     tok.save_pretrained(out)
     return str(out)
 
 
-def pretrain(model: Any, tok: Any, steps: int) -> None:
-    """Next-token training on every bundled train dialogue and the non-TWEETSUMM summaries."""
+def pretrain(model: Any, tok: Any, steps: int, task_summaries: bool = False, synthetic_pairs: int = 0) -> None:
+    """Next-token training on every bundled train dialogue and the non-TWEETSUMM summaries (all, if asked),
+    and the summaries of the first `synthetic_pairs` offline synthetic pairs."""
     texts = []
     for name in data.DATASETS:
         rows = data.load(name)["train"]
-        texts += list(rows["dialogue"]) + ([] if name == "tweetsumm" else list(rows["summary"]))
+        texts += list(rows["dialogue"])
+        texts += list(rows["summary"]) if name != "tweetsumm" or task_summaries else []
+    texts += [synthetic.template_pair(i)["summary"] for i in range(synthetic_pairs)]
     ids = [i for text in texts for i in tok(text).input_ids + [tok.eos_token_id]]
     length = PRETRAIN["length"]
     blocks = torch.tensor(ids[: len(ids) // length * length]).view(-1, length)
@@ -154,19 +191,23 @@ def probe(folder: str, steps: int, lr: float) -> dict[str, Any]:
 
 
 def run(key: str, prof: Any, work: Path) -> dict[str, Any]:
-    name, method, pre, init, steps, lr, tokens, base = VARIANTS[key]
+    v = VARIANTS[key]
+    name, method, steps, lr = v.model, v.method, v.steps, v.lr
     start = time.perf_counter()
-    folder = stand_in(name, init, pre, work)
-    out: dict[str, Any] = {"variant": key, "model": name, "method": method, "pretrain_steps": pre, "init": init}
-    out |= {"steps": steps, "lr": lr, "new_tokens": tokens, "build_seconds": round(time.perf_counter() - start, 1)}
+    folder = stand_in(v, work)
+    config = AutoConfig.from_pretrained(folder)
+    out: dict[str, Any] = {"variant": key, "model": name, "method": method, "pretrain_steps": v.pretrain, "init": v.init}
+    out |= {"layers": config.num_hidden_layers, "width": config.hidden_size, "task_summaries": v.task_summaries,
+            "synthetic_summaries": v.synthetic}
+    out |= {"steps": steps, "lr": lr, "new_tokens": v.tokens, "build_seconds": round(time.perf_counter() - start, 1)}
     if method == "probe":
         return out | probe(folder, steps, lr)
-    variant = _Variant(**{f.name: getattr(prof, f.name) for f in fields(prof)}, folder=folder, new_tokens=tokens)
+    variant = _Variant(**{f.name: getattr(prof, f.name) for f in fields(prof)}, folder=folder, new_tokens=v.tokens)
     # Notebook 01's pipeline: summarize the smoke test set, grade it, record it (in the temporary folder).
     lesson = course.Lesson("smoke_miniature", variant, template="tweetsumm", judge=grading.OfflineJudge())
     tweetsumm = data.load("tweetsumm")
     test = data.take(tweetsumm["test"], variant.examples("test"))
-    if base:
+    if v.base:
         model, tok = train.load_model(name, variant, method="full")
         out["base"] = points(lesson.evaluate(model, tok, test, f"{key} base"))
     trained = train.finetune(name, tweetsumm, method=method, template=lesson.template, profile=variant,
@@ -177,18 +218,21 @@ def run(key: str, prof: Any, work: Path) -> dict[str, Any]:
 
 
 def table(records: list[dict[str, Any]]) -> str:
-    head = "| variant | model · method | pre-train steps | init | steps · lr | new tokens | base points | tuned points (2 sentences) | loss first → last | a tuned summary |"
-    lines = [head, "|" + " --- |" * 10]
+    head = "| variant | model · method | layers × width | pre-train steps | init | steps · lr | new tokens | base points | tuned points (2 sentences) | loss first → last | a tuned summary |"
+    lines = [head, "|" + " --- |" * 11]
     for r in records:
+        size = f"{r.get('layers', 2)} × {r.get('width', 64)}"
+        pre = f"{r['pretrain_steps']}" + (" (with TWEETSUMM's summaries)" if r.get("task_summaries") else "")
+        pre += f" (with {r['synthetic_summaries']} synthetic summaries)" if r.get("synthetic_summaries") else ""
         if r["method"] == "probe":
-            lines.append(f"| {r['variant']} | first-token LoRA probe | 0 | {r['init'] or 0.02} | {r['steps']} · {r['lr']:g} "
+            lines.append(f"| {r['variant']} | first-token LoRA probe | {size} | 0 | {r['init'] or 0.02} | {r['steps']} · {r['lr']:g} "
                          f"| | | | {r['first_loss']} → {r['last_loss']} | |")
             continue
         base = f"{r['base']['points']} / {r['base']['of']}" if "base" in r else ""
         tuned = r["tuned"]
         shown = tuned["summaries"][0].replace("|", "\\|").replace("\n", " ⏎ ")[:90]
         lines.append(
-            f"| {r['variant']} | {r['model']} · {r['method']} | {r['pretrain_steps']} | {r['init'] or 0.02} "
+            f"| {r['variant']} | {r['model']} · {r['method']} | {size} | {pre} | {r['init'] or 0.02} "
             f"| {r['steps']} · {r['lr']:g} | {r['new_tokens']} | {base} | {tuned['points']} / {tuned['of']} "
             f"({tuned['two_sentences']}) | {r['loss_first']} → {r['loss_last']} | {shown} |"
         )
