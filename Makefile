@@ -27,10 +27,15 @@ run: $(STAMP)
 	$(BIN)/python -m tutorlib run $(NOTEBOOKS)
 
 # Unit tests, then every notebook executed by nbmake under the smoke profile, with the hub offline.
+# JOBS test files run at once (pytest-xdist, a whole file per worker, in order within it). Each smoke
+# notebook keeps one core busy, so 2 nearly halves the time on a 2-core machine; JOBS=1 runs serially.
+JOBS ?= 2
+
 test: $(STAMP)
 	$(BIN)/ruff check tutorlib tests benchmarks notebooks colab_setup.py
 	TUTORLIB_PROFILE=smoke HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
-	  $(BIN)/python -m pytest tests notebooks --nbmake --nbmake-timeout=600 -p no:cacheprovider
+	  $(BIN)/python -m pytest tests notebooks --nbmake --nbmake-timeout=600 -p no:cacheprovider \
+	  -n $(JOBS) --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check tutorlib tests benchmarks notebooks colab_setup.py
