@@ -1,7 +1,7 @@
 """Can the `smoke` stand-ins tell notebooks 01-03's story? Measured variants of the miniature, not the course's.
 
 Usage:
-    .venv/bin/python benchmarks/smoke_miniature.py                 # every variant, about 35 minutes, one core
+    .venv/bin/python benchmarks/smoke_miniature.py                 # every variant, about 40 minutes, one core
     options: --variants today-full probe-init-0.2  --out FILE     # the others' records are kept
 
 Under `smoke`, notebooks 01-03 fine-tune 2-layer, 64-wide stand-ins (random weights, `tutorlib.tiny`)
