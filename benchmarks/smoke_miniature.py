@@ -86,14 +86,14 @@ VARIANTS: dict[str, V] = {
     "pretrained-lora-init-0.2": V("distilgpt2", "lora", 600, 0.2, 60, 1e-2, 48, base=True),
     "llama-pretrained-full": V("llama-2-7b", "full", 600, steps=60, lr=3e-3, tokens=48, base=True),
     "llama-pretrained-qlora": V("llama-2-7b", "qlora", 600, steps=60, lr=1e-2, tokens=48),
-    "llama-memorized-lora": V("llama-2-7b", "lora", 2000, 0.1, 60, 1e-2, 48, True, task_summaries=True),
+    "llama-memorized-lora": V("llama-2-7b", "lora", 2000, 0.1, 60, 1e-2, 48, base=True, task_summaries=True),
     "llama-memorized-full": V("llama-2-7b", "full", 2000, 0.1, 60, 3e-3, 48, task_summaries=True),
-    "llama-4x256-lora": V("llama-2-7b", "lora", 400, None, 60, 1e-2, 48, True, _WIDE),
+    "llama-4x256-lora": V("llama-2-7b", "lora", 400, None, 60, 1e-2, 48, base=True, sizes=_WIDE),
     "llama-4x256-qlora": V("llama-2-7b", "qlora", 400, None, 60, 1e-2, 48, sizes=_WIDE),
     "llama-4x256-full": V("llama-2-7b", "full", 400, None, 60, 1e-3, 48, sizes=_WIDE),
-    "llama-4x256-synthetic-lora": V("llama-2-7b", "lora", 400, None, 60, 1e-2, 48, True, _WIDE, synthetic=300),
+    "llama-4x256-synthetic-lora": V("llama-2-7b", "lora", 400, None, 60, 1e-2, 48, base=True, sizes=_WIDE, synthetic=300),
     "llama-4x256-synthetic-full": V("llama-2-7b", "full", 400, None, 60, 1e-3, 48, sizes=_WIDE, synthetic=300),
-    "llama-4x256-memorized-lora": V("llama-2-7b", "lora", 1000, None, 60, 1e-2, 48, True, _WIDE, True),
+    "llama-4x256-memorized-lora": V("llama-2-7b", "lora", 1000, None, 60, 1e-2, 48, base=True, sizes=_WIDE, task_summaries=True),
     "llama-4x256-memorized-full": V("llama-2-7b", "full", 1000, None, 60, 1e-3, 48, sizes=_WIDE, task_summaries=True),
     "probe-init-0.02": V("distilgpt2", "probe", steps=60, lr=5e-3, tokens=0),
     "probe-init-0.07": V("distilgpt2", "probe", init=0.07, steps=60, lr=5e-3, tokens=0),
@@ -117,8 +117,8 @@ class _Variant(profile.Profile):
 
 def stand_in(v: V, work: Path) -> str:
     """The default stand-in, re-drawn with `v`'s sizes and init and pre-trained when asked; cached in `work`."""
-    folder = tiny.build(v.model)
-    if v.init is None and not v.pretrain and not v.sizes:
+    folder, redraw = tiny.build(v.model), v.init is not None or bool(v.sizes)
+    if not redraw and not v.pretrain:
         return str(folder)
     out = work / f"{v.model}-{v.init}-{v.pretrain}-{sorted((v.sizes or {}).items())}-{v.task_summaries}-{v.synthetic}"
     if out.is_dir():
@@ -126,12 +126,12 @@ def stand_in(v: V, work: Path) -> str:
     tok = AutoTokenizer.from_pretrained(folder)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(PRETRAIN["seed"])
-        if v.init is None and not v.sizes:
-            model = AutoModelForCausalLM.from_pretrained(folder)
-        else:
+        if redraw:
             config = AutoConfig.from_pretrained(folder, **(v.sizes or {}))
             config.initializer_range = v.init or config.initializer_range
             model = AutoModelForCausalLM.from_config(config)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(folder)
         if v.pretrain:
             pretrain(model, tok, v.pretrain, v.task_summaries, v.synthetic)
     model.eval().save_pretrained(out)
