@@ -12,7 +12,9 @@ KEEP = "ipykernel ipython ipywidgets jupyter-client tornado traitlets notebook n
 
 
 def installed() -> dict[str, str]:
-    return {d.metadata["Name"].lower().replace("_", "-"): d.version for d in metadata.distributions()}
+    return {
+        d.metadata["Name"].lower().replace("_", "-"): d.version for d in metadata.distributions()
+    }
 
 
 def install(folder: str, env: dict | None = None) -> None:
@@ -23,13 +25,26 @@ def install(folder: str, env: dict | None = None) -> None:
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if done.returncode:
         print(done.stdout + done.stderr)
-        raise RuntimeError(f"set-up failed: `{' '.join(cmd)}` (output above). To start afresh, delete {folder} and run the cell again.")
+        raise RuntimeError(
+            f"set-up failed: `{' '.join(cmd)}` (output above). To start afresh, delete {folder} and run the cell again."
+        )
     sys.path.insert(0, folder)
-    changed = {name: f"{before.get(name, 'new')} -> {v}" for name, v in installed().items() if before.get(name) != v}
-    print("set-up: installed or upgraded:", ", ".join(f"{n} {c}" for n, c in changed.items()) or "nothing")
-    if stale := [n for n in changed if n.replace("-", "_") in sys.modules]:  # their old code is in memory
-        raise RuntimeError(f"Restart needed: {', '.join(stale)} were imported before the upgrade. Runtime > Restart "
-                           "session, then Run all again (this cell then installs nothing new).")
+    changed = {
+        name: f"{before.get(name, 'new')} -> {v}"
+        for name, v in installed().items()
+        if before.get(name) != v
+    }
+    print(
+        "set-up: installed or upgraded:",
+        ", ".join(f"{n} {c}" for n, c in changed.items()) or "nothing",
+    )
+    if stale := [
+        n for n in changed if n.replace("-", "_") in sys.modules
+    ]:  # their old code is in memory
+        raise RuntimeError(
+            f"Restart needed: {', '.join(stale)} were imported before the upgrade. Runtime > Restart "
+            "session, then Run all again (this cell then installs nothing new)."
+        )
 
 
 if __name__ == "__main__":  # the set-up cell passes DIR and env

@@ -29,7 +29,11 @@ HELD = set(KEEP)
 LIBRARIES = """torch transformers trl peft accelerate datasets bitsandbytes openai huggingface-hub tokenizers
     pyarrow numpy pandas ipykernel ipython ipywidgets jupyter-client tornado nbclient nbformat nbmake""".split()
 _TORCH = {"torch", "torchvision", "torchaudio", "torchcodec"}
-_TOOLS = {"pip", "setuptools", "wheel"}  # the venv's own; torch 2.13 needs a newer setuptools than Colab's
+_TOOLS = {
+    "pip",
+    "setuptools",
+    "wheel",
+}  # the venv's own; torch 2.13 needs a newer setuptools than Colab's
 _CUDA = re.compile(r"^(nvidia-|cuda-|triton$)|cuda|-cu\d+$")
 
 
@@ -58,7 +62,9 @@ def _constrained(name: str, version: str) -> bool:
 def _released(names: list[str]) -> set[str]:
     released = {_norm(n) for n in names}
     if released & HELD:
-        sys.exit(f"colab: {sorted(released & HELD)} may never be released: Colab's runtime depends on them")
+        sys.exit(
+            f"colab: {sorted(released & HELD)} may never be released: Colab's runtime depends on them"
+        )
     return released
 
 
@@ -103,7 +109,9 @@ def report(freeze: str, report_json: str, *released: str) -> int:
             same += 1
         else:
             changed.append(f"{name} {colab[name]} -> {version}")
-    print(f"colab: dry run resolves: {same} at Colab's version, {len(new)} new, {len(changed)} changed")
+    print(
+        f"colab: dry run resolves: {same} at Colab's version, {len(new)} new, {len(changed)} changed"
+    )
     print(f"colab:   new: {', '.join(sorted(new)) or '-'}")
     return _verdict(changed, free)
 
@@ -114,10 +122,16 @@ def compare(freeze: str, *released: str) -> int:
     changed = []
     for dist in metadata.distributions():
         name, version = _norm(dist.metadata["Name"]), dist.version
-        if name in colab and _constrained(name, colab[name]) and _base(colab[name]) != _base(version):
+        if (
+            name in colab
+            and _constrained(name, colab[name])
+            and _base(colab[name]) != _base(version)
+        ):
             changed.append(f"{name} {colab[name]} -> {version}")
         elif name in _TORCH and name in colab and _base(colab[name]) != _base(version):
-            print(f"colab:   {name} {version} here stands in for Colab's {colab[name]} (not compared)")
+            print(
+                f"colab:   {name} {version} here stands in for Colab's {colab[name]} (not compared)"
+            )
     print(f"colab: installed: {len(changed)} package(s) differ from Colab's")
     return _verdict(sorted(changed), free)
 
@@ -149,7 +163,9 @@ def versions() -> int:
 
 
 if __name__ == "__main__":
-    commands = dict(write=write, report=report, compare=compare, versions=versions, **{"stand-in": stand_in})
+    commands = dict(
+        write=write, report=report, compare=compare, versions=versions, **{"stand-in": stand_in}
+    )
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         sys.exit(__doc__)
     sys.exit(commands[sys.argv[1]](*sys.argv[2:]))

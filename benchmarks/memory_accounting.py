@@ -46,7 +46,11 @@ from tutorlib import memory, models, profile, train  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results"
 PARTS = ("weights", "gradients", "optimizer", "activations")
 SHAPES = ((1, 128), (2, 256))
-SCALED = {"llama-2-7b": (1, 2), "falcon-7b": (1, 2), "phi-2": (1, 2)}  # measured depths, then extrapolated
+SCALED = {
+    "llama-2-7b": (1, 2),
+    "falcon-7b": (1, 2),
+    "phi-2": (1, 2),
+}  # measured depths, then extrapolated
 BUDGET_GB = 7.0  # tensors a configuration may hold here (the machine is shared)
 MB, GB = 2**20, 2**30
 # Why a row is outside ±10 %, where the cause is known (see benchmarks/README.md)
@@ -106,7 +110,9 @@ class _Held:
 
 
 def batch(model: Any, b: int, s: int) -> dict[str, torch.Tensor]:
-    ids = torch.randint(0, model.config.vocab_size, (b, s), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(
+        0, model.config.vocab_size, (b, s), generator=torch.Generator().manual_seed(0)
+    )
     return {"input_ids": ids, "labels": ids.clone()}
 
 
@@ -120,11 +126,15 @@ def activations(model: Any, b: int, s: int, checkpointing: bool) -> dict[str, in
     else:
         model.gradient_checkpointing_disable()
     model.train()
-    saved = SavedTensors({ptr for _, ptr in memory.storages(model)["weights"]})  # a saved weight is a weight
+    saved = SavedTensors(
+        {ptr for _, ptr in memory.storages(model)["weights"]}
+    )  # a saved weight is a weight
     with saved.hooks:
         loss = model(**batch(model, b, s)).loss
         forward = saved.live
-        if checkpointing:  # without it nothing is saved during backward: the peak is the end of forward
+        if (
+            checkpointing
+        ):  # without it nothing is saved during backward: the peak is the end of forward
             loss.backward()
     del loss
     model.zero_grad(set_to_none=True)
@@ -152,18 +162,18 @@ def build(name: str, method: str, layers: int | None, folder: Path, prof: Any, *
     cfg, auto = models.config(name, **depth, **sizes), models.auto_class(name)
     torch.manual_seed(0)
     model = models.untie_t5_head(auto.from_config(cfg, dtype=torch.float32))
-    if method in train.QUANTIZED:  # transformers quantizes while loading, so save and load as finetune does
+    plan = prof.plan(name, method)  # the document's LoRA and quantization settings, as finetune's
+    if method in models.QUANTIZED:  # transformers quantizes while loading: save, then load
         model.to(torch.bfloat16).save_pretrained(folder)  # half the disk; loaded back as fp32
         del model
-        bnb = train.quantization_config(method, name, prof)
         with models.plain_falcon_linears(models.spec(name).family == "falcon"):
             model = auto.from_pretrained(
-                folder, quantization_config=bnb, dtype=torch.float32, device_map="cpu"
+                folder, quantization_config=plan.quantization, dtype=torch.float32, device_map="cpu"
             )
         train.cpu_quantization_fixes(model)
         model = prepare_model_for_kbit_training(model)
     if method != "full":
-        model = get_peft_model(model, train.lora_config(name))
+        model = get_peft_model(model, plan.lora)
     model.config.use_cache = False
     return model
 
@@ -175,16 +185,25 @@ def measure(name: str, method: str, layers: int | None, prof: Any) -> dict[str, 
     out: dict[str, Any] = train_state(model)
     for b, s in SHAPES:
         for ckpt in (False, True):
-            out[f"activations {b}x{s} {'ckpt' if ckpt else 'no-ckpt'}"] = activations(model, b, s, ckpt)
+            out[f"activations {b}x{s} {'ckpt' if ckpt else 'no-ckpt'}"] = activations(
+                model, b, s, ckpt
+            )
     memory.free(model)
     return out
 
 
-def estimate(name: str, method: str, b: int, s: int, ckpt: bool, layers: int | None = None) -> dict[str, int]:
+def estimate(
+    name: str, method: str, b: int, s: int, ckpt: bool, layers: int | None = None
+) -> dict[str, int]:
     """`memory.estimate()`'s breakdown in bytes, fp32 (the dtype measured here), AdamW."""
     model = name if layers is None else models.config(name, **{"num_hidden_layers": layers})
     est = memory.estimate(
-        model, method=method, dtype=torch.float32, batch_size=b, seq_len=s, activation_checkpointing=ckpt
+        model,
+        method=method,
+        dtype=torch.float32,
+        batch_size=b,
+        seq_len=s,
+        activation_checkpointing=ckpt,
     )
     return {k: round(v * GB) for k, v in est.breakdown.items()}
 
@@ -245,7 +264,11 @@ def rows(rec: dict[str, Any]) -> list[dict[str, Any]]:
             *((p, est[p], got[p]) for p in PARTS),
             ("total", sum(est.values()), sum(got.values())),
         ]:
-            row[part] = {"estimate_mb": e / MB, "measured_mb": m / MB, "ratio": e / m if m else None}
+            row[part] = {
+                "estimate_mb": e / MB,
+                "measured_mb": m / MB,
+                "ratio": e / m if m else None,
+            }
         out.append(row)
     return out
 
@@ -257,7 +280,8 @@ def table(records: list[dict[str, Any]]) -> str:
     for rec in records:
         if "skipped" in rec:
             lines.append(
-                f"| {rec['model']} | {rec['method']} | all | all | skipped: {rec['skipped']} |" + " |" * 5
+                f"| {rec['model']} | {rec['method']} | all | all | skipped: {rec['skipped']} |"
+                + " |" * 5
             )
             continue
         star = " (×)" if rec["extrapolated"] else ""
@@ -265,11 +289,14 @@ def table(records: list[dict[str, Any]]) -> str:
             shape, ckpt = row["shape"].split()
             cells = [_cell(row[p]) for p in (*PARTS, "total")]
             out = any(
-                row[p]["ratio"] is not None and not 0.9 <= row[p]["ratio"] <= 1.1 for p in (*PARTS, "total")
+                row[p]["ratio"] is not None and not 0.9 <= row[p]["ratio"] <= 1.1
+                for p in (*PARTS, "total")
             )
             cells.append(WHY.get(rec["model"], "not known") if out else "")
             lines.append(
-                f"| {rec['model']}{star} | {rec['method']} | {shape} | {ckpt} | " + " | ".join(cells) + " |"
+                f"| {rec['model']}{star} | {rec['method']} | {shape} | {ckpt} | "
+                + " | ".join(cells)
+                + " |"
             )
     return "\n".join(lines) + "\n"
 
@@ -283,19 +310,29 @@ def _cell(c: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["distilgpt2", "flan-t5-base", *SCALED])
-    parser.add_argument("--methods", nargs="+", default=list(memory.METHODS), choices=memory.METHODS)
+    parser.add_argument(
+        "--methods", nargs="+", default=list(memory.METHODS), choices=memory.METHODS
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "memory_accounting.json")
-    parser.add_argument("--reestimate", action="store_true", help="keep the measurements, redo the estimates")
+    parser.add_argument(
+        "--reestimate", action="store_true", help="keep the measurements, redo the estimates"
+    )
     args = parser.parse_args(argv)
-    prof = profile.detect("smoke")  # CPU, fp32; the profile only sets quantization_config's compute dtype
+    prof = profile.detect("smoke")  # CPU, fp32: the profile sets the 4-bit compute dtype only
     old = json.loads(args.out.read_text()) if args.out.is_file() else []
     if args.reestimate:
         records, old = [r if "skipped" in r else with_estimates(r) for r in old], []
     else:
-        records = [attempt(name, method, prof) | context() for name in args.models for method in args.methods]
+        records = [
+            attempt(name, method, prof) | context()
+            for name in args.models
+            for method in args.methods
+        ]
     new = {(r["model"], r["method"]) for r in records}
     keep = [r for r in old if (r["model"], r["method"]) not in new]
-    merged = sorted(keep + records, key=lambda r: (_order(r["model"]), memory.METHODS.index(r["method"])))
+    merged = sorted(
+        keep + records, key=lambda r: (_order(r["model"]), memory.METHODS.index(r["method"]))
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(merged, indent=1) + "\n")
     args.out.with_suffix(".md").write_text(table(merged))
@@ -307,7 +344,11 @@ def attempt(name: str, method: str, prof: Any) -> dict[str, Any]:
     try:
         return record(name, method, prof)
     except Exception as err:  # noqa: BLE001 - recorded and shown in the table
-        return {"model": name, "method": method, "skipped": f"failed: {type(err).__name__}: {err}"[:200]}
+        return {
+            "model": name,
+            "method": method,
+            "skipped": f"failed: {type(err).__name__}: {err}"[:200],
+        }
 
 
 def _order(name: str) -> int:
@@ -317,7 +358,8 @@ def _order(name: str) -> int:
 def context() -> dict[str, Any]:
     """Where and with what a record was measured."""
     libs = {
-        lib: metadata.version(lib) for lib in ("torch", "transformers", "peft", "bitsandbytes", "accelerate")
+        lib: metadata.version(lib)
+        for lib in ("torch", "transformers", "peft", "bitsandbytes", "accelerate")
     }
     return {
         "device": f"cpu ({platform.processor() or platform.machine()})",

@@ -51,7 +51,7 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 from peft import LoraConfig, get_peft_model  # noqa: E402
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
-from tutorlib import course, data, grading, models, profile, synthetic, tiny, train  # noqa: E402
+from tutorlib import course, data, env, grading, models, profile, synthetic, tiny, train  # noqa: E402
 from tutorlib.templates import TEMPLATES  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -70,8 +70,12 @@ class V(NamedTuple):
     tokens: int = 24  # max_new_tokens
     base: bool = False  # grade the base too
     sizes: dict | None = None  # e.g. wider and deeper than the registry's 2 x 64
-    task_summaries: bool = False  # pre-train on TWEETSUMM's own summaries too: an upper bound, a leak
-    synthetic: int = 0  # pre-train on this many TWEETSUMM-style summaries of `synthetic.template_pair` too
+    task_summaries: bool = (
+        False  # pre-train on TWEETSUMM's own summaries too: an upper bound, a leak
+    )
+    synthetic: int = (
+        0  # pre-train on this many TWEETSUMM-style summaries of `synthetic.template_pair` too
+    )
 
 
 _WIDE = {"hidden_size": 256, "intermediate_size": 688, "num_hidden_layers": 4}
@@ -86,15 +90,25 @@ VARIANTS: dict[str, V] = {
     "pretrained-lora-init-0.2": V("distilgpt2", "lora", 600, 0.2, 60, 1e-2, 48, base=True),
     "llama-pretrained-full": V("llama-2-7b", "full", 600, steps=60, lr=3e-3, tokens=48, base=True),
     "llama-pretrained-qlora": V("llama-2-7b", "qlora", 600, steps=60, lr=1e-2, tokens=48),
-    "llama-memorized-lora": V("llama-2-7b", "lora", 2000, 0.1, 60, 1e-2, 48, base=True, task_summaries=True),
+    "llama-memorized-lora": V(
+        "llama-2-7b", "lora", 2000, 0.1, 60, 1e-2, 48, base=True, task_summaries=True
+    ),
     "llama-memorized-full": V("llama-2-7b", "full", 2000, 0.1, 60, 3e-3, 48, task_summaries=True),
     "llama-4x256-lora": V("llama-2-7b", "lora", 400, None, 60, 1e-2, 48, base=True, sizes=_WIDE),
     "llama-4x256-qlora": V("llama-2-7b", "qlora", 400, None, 60, 1e-2, 48, sizes=_WIDE),
     "llama-4x256-full": V("llama-2-7b", "full", 400, None, 60, 1e-3, 48, sizes=_WIDE),
-    "llama-4x256-synthetic-lora": V("llama-2-7b", "lora", 400, None, 60, 1e-2, 48, base=True, sizes=_WIDE, synthetic=300),
-    "llama-4x256-synthetic-full": V("llama-2-7b", "full", 400, None, 60, 1e-3, 48, sizes=_WIDE, synthetic=300),
-    "llama-4x256-memorized-lora": V("llama-2-7b", "lora", 1000, None, 60, 1e-2, 48, base=True, sizes=_WIDE, task_summaries=True),
-    "llama-4x256-memorized-full": V("llama-2-7b", "full", 1000, None, 60, 1e-3, 48, sizes=_WIDE, task_summaries=True),
+    "llama-4x256-synthetic-lora": V(
+        "llama-2-7b", "lora", 400, None, 60, 1e-2, 48, base=True, sizes=_WIDE, synthetic=300
+    ),
+    "llama-4x256-synthetic-full": V(
+        "llama-2-7b", "full", 400, None, 60, 1e-3, 48, sizes=_WIDE, synthetic=300
+    ),
+    "llama-4x256-memorized-lora": V(
+        "llama-2-7b", "lora", 1000, None, 60, 1e-2, 48, base=True, sizes=_WIDE, task_summaries=True
+    ),
+    "llama-4x256-memorized-full": V(
+        "llama-2-7b", "full", 1000, None, 60, 1e-3, 48, sizes=_WIDE, task_summaries=True
+    ),
     "probe-init-0.02": V("distilgpt2", "probe", steps=60, lr=5e-3, tokens=0),
     "probe-init-0.07": V("distilgpt2", "probe", init=0.07, steps=60, lr=5e-3, tokens=0),
     "probe-init-0.2": V("distilgpt2", "probe", init=0.2, steps=60, lr=5e-3, tokens=0),
@@ -108,7 +122,7 @@ class _Variant(profile.Profile):
     folder: str = ""
     new_tokens: int = 24
 
-    def model(self, name: str) -> str:
+    def checkpoint(self, name: str) -> str:
         return self.folder
 
     def generation_args(self) -> dict[str, int]:
@@ -120,7 +134,10 @@ def stand_in(v: V, work: Path) -> str:
     folder, redraw = tiny.build(v.model), v.init is not None or bool(v.sizes)
     if not redraw and not v.pretrain:
         return str(folder)
-    out = work / f"{v.model}-{v.init}-{v.pretrain}-{sorted((v.sizes or {}).items())}-{v.task_summaries}-{v.synthetic}"
+    out = (
+        work
+        / f"{v.model}-{v.init}-{v.pretrain}-{sorted((v.sizes or {}).items())}-{v.task_summaries}-{v.synthetic}"
+    )
     if out.is_dir():
         return str(out)
     tok = AutoTokenizer.from_pretrained(folder)
@@ -139,7 +156,9 @@ def stand_in(v: V, work: Path) -> str:
     return str(out)
 
 
-def pretrain(model: Any, tok: Any, steps: int, task_summaries: bool = False, synthetic_pairs: int = 0) -> None:
+def pretrain(
+    model: Any, tok: Any, steps: int, task_summaries: bool = False, synthetic_pairs: int = 0
+) -> None:
     """Next-token training on every bundled train dialogue and the non-TWEETSUMM summaries (all, if asked),
     and the summaries of the first `synthetic_pairs` offline synthetic pairs."""
     texts = []
@@ -165,7 +184,12 @@ def pretrain(model: Any, tok: Any, steps: int, task_summaries: bool = False, syn
 def points(evaluation: course.Evaluation) -> dict[str, Any]:
     """The offline judge's points (out of 3 per summary) and the summaries of one `Lesson.evaluate`."""
     totals = evaluation.totals
-    return {"points": totals["total"], "of": totals["max_total"], **totals["criteria"], "summaries": evaluation.summaries}
+    return {
+        "points": totals["total"],
+        "of": totals["max_total"],
+        **totals["criteria"],
+        "summaries": evaluation.summaries,
+    }
 
 
 def probe(folder: str, steps: int, lr: float) -> dict[str, Any]:
@@ -196,25 +220,49 @@ def run(key: str, prof: Any, work: Path) -> dict[str, Any]:
     start = time.perf_counter()
     folder = stand_in(v, work)
     config = AutoConfig.from_pretrained(folder)
-    out: dict[str, Any] = {"variant": key, "model": name, "method": method, "pretrain_steps": v.pretrain, "init": v.init}
-    out |= {"layers": config.num_hidden_layers, "width": config.hidden_size, "task_summaries": v.task_summaries,
-            "synthetic_summaries": v.synthetic}
-    out |= {"steps": steps, "lr": lr, "new_tokens": v.tokens, "build_seconds": round(time.perf_counter() - start, 1)}
+    out: dict[str, Any] = {
+        "variant": key,
+        "model": name,
+        "method": method,
+        "pretrain_steps": v.pretrain,
+        "init": v.init,
+    }
+    out |= {
+        "layers": config.num_hidden_layers,
+        "width": config.hidden_size,
+        "task_summaries": v.task_summaries,
+        "synthetic_summaries": v.synthetic,
+    }
+    out |= {
+        "steps": steps,
+        "lr": lr,
+        "new_tokens": v.tokens,
+        "build_seconds": round(time.perf_counter() - start, 1),
+    }
     if method == "probe":
         return out | probe(folder, steps, lr)
-    variant = _Variant(**{f.name: getattr(prof, f.name) for f in fields(prof)}, folder=folder, new_tokens=v.tokens)
+    variant = _Variant(
+        **{f.name: getattr(prof, f.name) for f in fields(prof)}, folder=folder, new_tokens=v.tokens
+    )
     # Notebook 01's pipeline: summarize the smoke test set, grade it, record it (in the temporary folder).
-    lesson = course.Lesson("smoke_miniature", variant, template="tweetsumm", judge=grading.OfflineJudge())
+    lesson = course.Lesson(
+        "smoke_miniature", variant, template="tweetsumm", judge=grading.OfflineJudge()
+    )
     tweetsumm = data.load("tweetsumm")
     test = data.take(tweetsumm["test"], variant.examples("test"))
     if v.base:
-        model, tok = train.load_model(name, variant, method="full")
+        model, tok = train.load_model(variant.plan(name))
         out["base"] = points(lesson.evaluate(model, tok, test, f"{key} base"))
-    trained = train.finetune(name, tweetsumm, method=method, template=lesson.template, profile=variant,
-                             max_steps=steps, learning_rate=lr, eval_strategy="no", disable_tqdm=True, logging_steps=5)
+    quiet = {"eval_strategy": "no", "disable_tqdm": True, "logging_steps": 5}
+    plan = variant.plan(name, method, max_steps=steps, learning_rate=lr, **quiet)
+    trained = train.finetune(plan, tweetsumm, template=lesson.template)
     out |= {"train_seconds": round(trained.seconds, 1), "loss_first": round(trained.losses[0], 2)}
     out |= {"loss_last": round(trained.losses[-1], 2), "trainable": trained.trainable_params}
-    return out | {"tuned": points(lesson.evaluate(trained.model, trained.tokenizer, test, key, trained=trained))}
+    return out | {
+        "tuned": points(
+            lesson.evaluate(trained.model, trained.tokenizer, test, key, trained=trained)
+        )
+    }
 
 
 def table(records: list[dict[str, Any]]) -> str:
@@ -222,11 +270,19 @@ def table(records: list[dict[str, Any]]) -> str:
     lines = [head, "|" + " --- |" * 11]
     for r in records:
         size = f"{r.get('layers', 2)} × {r.get('width', 64)}"
-        pre = f"{r['pretrain_steps']}" + (" (with TWEETSUMM's summaries)" if r.get("task_summaries") else "")
-        pre += f" (with {r['synthetic_summaries']} synthetic summaries)" if r.get("synthetic_summaries") else ""
+        pre = f"{r['pretrain_steps']}" + (
+            " (with TWEETSUMM's summaries)" if r.get("task_summaries") else ""
+        )
+        pre += (
+            f" (with {r['synthetic_summaries']} synthetic summaries)"
+            if r.get("synthetic_summaries")
+            else ""
+        )
         if r["method"] == "probe":
-            lines.append(f"| {r['variant']} | first-token LoRA probe | {size} | 0 | {r['init'] or 0.02} | {r['steps']} · {r['lr']:g} "
-                         f"| | | | {r['first_loss']} → {r['last_loss']} | |")
+            lines.append(
+                f"| {r['variant']} | first-token LoRA probe | {size} | 0 | {r['init'] or 0.02} | {r['steps']} · {r['lr']:g} "
+                f"| | | | {r['first_loss']} → {r['last_loss']} | |"
+            )
             continue
         base = f"{r['base']['points']} / {r['base']['of']}" if "base" in r else ""
         tuned = r["tuned"]
@@ -245,12 +301,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "smoke_miniature.json")
     args = parser.parse_args(argv)
     prof = profile.detect("smoke")
-    libs = profile.library_versions()
-    context = {"device": f"cpu ({platform.processor() or platform.machine()})", "dtype": "float32",
-               "profile": "smoke", "threads": torch.get_num_threads(), "library_versions": libs}
+    libs = env.library_versions()
+    context = {
+        "device": f"cpu ({platform.processor() or platform.machine()})",
+        "dtype": "float32",
+        "profile": "smoke",
+        "threads": torch.get_num_threads(),
+        "library_versions": libs,
+    }
     old = {r["variant"]: r for r in json.loads(args.out.read_text())} if args.out.is_file() else {}
-    with tempfile.TemporaryDirectory() as work, mock.patch.dict(
-        os.environ, {"TUTORLIB_RUNS": work, "TUTORLIB_RESULTS": str(Path(work) / "results")}
+    with (
+        tempfile.TemporaryDirectory() as work,
+        mock.patch.dict(
+            os.environ, {"TUTORLIB_RUNS": work, "TUTORLIB_RESULTS": str(Path(work) / "results")}
+        ),
     ):
         for key in args.variants:
             print(f"{key} ...", flush=True)

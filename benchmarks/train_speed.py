@@ -26,6 +26,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,14 +35,25 @@ import torch
 from datasets import DatasetDict, concatenate_datasets
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
-from tutorlib import data, memory, models, paths, profile, templates, tiny, train
+from tutorlib import data, env, memory, models, paths, profile, templates, tiny, train
 
 ARCHS = ("distilgpt2", "llama-2-7b")
 EPOCH_EXAMPLES = 2629  # TWEETSUMM's training rows in document 000
 WARMUP = 2
 RESULTS = Path(__file__).resolve().parent / "results"
-SETTINGS = ("document", "tutorlib", "packed")  # packed = tutorlib + packing=True (padding-free batches)
-SUMMARY = ("method", "settings", "ok", "tokens_per_s", "seconds_per_epoch_extrapolated", "peak_memory_mb")
+SETTINGS = (
+    "document",
+    "tutorlib",
+    "packed",
+)  # packed = tutorlib + packing=True (padding-free batches)
+SUMMARY = (
+    "method",
+    "settings",
+    "ok",
+    "tokens_per_s",
+    "seconds_per_epoch_extrapolated",
+    "peak_memory_mb",
+)
 LARGE_FAMILIES = (
     "llama",
     "falcon",
@@ -65,9 +77,9 @@ def overrides(arch: str, method: str, setting: str, prof: profile.Profile) -> di
     `tutorlib` what the pre-rewrite `fast=True` path added; for `packed` that plus trl's packing."""
     if setting == "document":
         return {}
-    quantized_optim = "paged_adamw_8bit" if prof.device == "cuda" else "adamw_bnb_8bit"  # paging needs a GPU
+    quantized_optim = "paged_adamw_8bit" if prof.device == "cuda" else "adamw_bnb_8bit"  # paging: GPU
     values: dict[str, Any] = {
-        "optim": quantized_optim if method in train.QUANTIZED else "adamw_torch_fused",
+        "optim": quantized_optim if method in models.QUANTIZED else "adamw_torch_fused",
         "train_sampling_strategy": "group_by_length",  # batches of similar length pad little
         "activation_checkpointing": models.spec(arch).family in LARGE_FAMILIES,
     }
@@ -99,7 +111,9 @@ def model_folder(arch: str, size: str, device: str) -> Path:
 def training_rows() -> DatasetDict:
     """The bundled TWEETSUMM train split, repeated to the document's 2629 rows; no validation split."""
     rows = data.load("tweetsumm", source=paths.data_dir() / "tweetsumm")["train"]
-    rows = concatenate_datasets([rows] * (EPOCH_EXAMPLES // len(rows) + 1)).select(range(EPOCH_EXAMPLES))
+    rows = concatenate_datasets([rows] * (EPOCH_EXAMPLES // len(rows) + 1)).select(
+        range(EPOCH_EXAMPLES)
+    )
     return DatasetDict({"train": rows})
 
 
@@ -107,7 +121,8 @@ def token_lengths(folder: Path, rows: DatasetDict, max_length: int) -> list[int]
     """Tokens of each training example as trained: template text plus end-of-text, cut at max_length."""
     tok, tmpl = AutoTokenizer.from_pretrained(folder), templates.TEMPLATES["tweetsumm"]
     texts = [
-        tmpl.text(d, s) for d, s in zip(rows["train"]["dialogue"], rows["train"]["summary"], strict=True)
+        tmpl.text(d, s)
+        for d, s in zip(rows["train"]["dialogue"], rows["train"]["summary"], strict=True)
     ]
     return [min(len(ids) + 1, max_length) for ids in tok(texts)["input_ids"]]
 
@@ -118,43 +133,41 @@ def tracked(fn: Callable[[], train.Run]) -> tuple[train.Run | None, str | None, 
         try:
             return fn(), None, usage
         except torch.OutOfMemoryError as exc:
-            return None, f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}", usage
+            return (
+                None,
+                f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}",
+                usage,
+            )
 
 
 def run(arch: str, size: str, method: str, setting: str, steps: int) -> dict:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     folder = model_folder(arch, size, device)
-    os.environ["TUTORLIB_MODEL_OVERRIDES"] = f"{arch}={folder}"  # read by detect(), applied under `full`
-    prof, rows, timer = profile.detect("full"), training_rows(), StepTimer()
+    prof = replace(profile.detect("full"), model_overrides={models.spec(arch).hub_id: str(folder)})
+    rows, timer = training_rows(), StepTimer()
     extra = overrides(arch, method, setting, prof) | {
         "max_steps": steps,
         "logging_steps": 1,
         "save_strategy": "no",
     }
-    cfg = {
-        **train.document_settings(arch, method),
-        **prof.train_args(arch),
-        **extra,
-    }  # as finetune stacks them
-    dtype = torch.float32 if method == "full" else prof.dtype_for(arch)  # as train.load_model loads it
+    plan = prof.plan(arch, method, **extra)  # as finetune trains it
+    cfg = plan.args
     # prepare_model_for_kbit_training turns checkpointing on for quantized bases whatever SFTConfig says
-    checkpointing = bool(cfg.get("activation_checkpointing")) or method in train.QUANTIZED
+    checkpointing = bool(cfg.get("activation_checkpointing")) or method in models.QUANTIZED
     lengths = token_lengths(folder, rows, cfg["max_length"])
     estimate = memory.estimate(
         arch if size == "real" else str(folder),
         method=method,
-        dtype=dtype,
+        dtype=plan.dtype,
         batch_size=cfg["per_device_train_batch_size"],
         seq_len=cfg["max_length"] if cfg.get("packing") else max(lengths),
         optimizer=cfg["optim"],
-        lora=train.lora_config(arch) if method != "full" else None,
+        lora=plan.lora,
         activation_checkpointing=checkpointing,
     )
     tmpl = templates.TEMPLATES["tweetsumm"]
     result, error, usage = tracked(
-        lambda: train.finetune(
-            arch, rows, method=method, template=tmpl, profile=prof, callbacks=[timer], **extra
-        )
+        lambda: train.finetune(plan, rows, template=tmpl, callbacks=[timer])
     )
     record = {
         "arch": arch,
@@ -164,14 +177,16 @@ def run(arch: str, size: str, method: str, setting: str, steps: int) -> dict:
         "device": prof.gpu_name or "cpu",
         "cpu_threads": torch.get_num_threads(),
         "profile_card": prof.card(),
-        "library_versions": profile.library_versions(),
+        "library_versions": env.library_versions(),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "ok": error is None,
         "error": error,
         "peak_memory_mb": round(usage.peak_mb, 1),
-        "peak_above_start_mb": round(usage.peak_mb - usage.baseline_mb, 1),  # model loading included
+        "peak_above_start_mb": round(
+            usage.peak_mb - usage.baseline_mb, 1
+        ),  # model loading included
         "memory_kind": usage.kind,
-        "dtype": str(dtype).removeprefix("torch."),
+        "dtype": str(plan.dtype).removeprefix("torch."),
         "compute": "bf16" if cfg["bf16"] else "fp16" if cfg["fp16"] else "fp32",
         "steps": steps,
         "mean_tokens_per_example": round(statistics.mean(lengths), 1),
@@ -191,7 +206,9 @@ def run(arch: str, size: str, method: str, setting: str, steps: int) -> dict:
         memory.free()
         return record
     record["train_settings"] |= {
-        "activation_checkpointing": bool(getattr(result.model, "is_activation_checkpointing", checkpointing)),
+        "activation_checkpointing": bool(
+            getattr(result.model, "is_activation_checkpointing", checkpointing)
+        ),
         "attn": result.model.config._attn_implementation,
     }
     record |= measured(result, timer, steps, statistics.mean(lengths))
@@ -220,10 +237,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", choices=ARCHS, default="distilgpt2")
     parser.add_argument("--size", choices=("stand-in", "real"), default="stand-in")
-    parser.add_argument("--methods", nargs="+", choices=train.METHODS, default=list(train.METHODS))
+    parser.add_argument("--methods", nargs="+", choices=models.METHODS, default=list(models.METHODS))
     parser.add_argument("--settings", nargs="+", choices=SETTINGS, default=list(SETTINGS))
     parser.add_argument("--steps", type=int, default=12)
-    parser.add_argument("--out", type=Path, help="default: benchmarks/results/<arch>-<size>-<device>.json")
+    parser.add_argument(
+        "--out", type=Path, help="default: benchmarks/results/<arch>-<size>-<device>.json"
+    )
     args = parser.parse_args()
     if args.steps <= WARMUP:
         parser.error(f"--steps must be more than the {WARMUP} warm-up steps")
@@ -231,7 +250,9 @@ def main() -> None:
     out = args.out or RESULTS / f"{args.arch}-{args.size}-{device}.json"
     records = json.loads(out.read_text()) if out.is_file() else []
     with tempfile.TemporaryDirectory() as runs:
-        os.environ["TUTORLIB_RUNS"] = runs  # finetune's output_dir; nothing of a benchmark run is kept
+        os.environ["TUTORLIB_RUNS"] = (
+            runs  # finetune's output_dir; nothing of a benchmark run is kept
+        )
         for method in args.methods:
             for setting in args.settings:
                 record = run(args.arch, args.size, method, setting, args.steps)

@@ -41,7 +41,11 @@ from transformers import AutoTokenizer
 
 from tutorlib import data, models, paths, tiny
 
-LAYERS = {"llama-2-7b": 2, "falcon-7b": 2, "phi-2": 2}  # of 32; the other models are built at full depth
+LAYERS = {
+    "llama-2-7b": 2,
+    "falcon-7b": 2,
+    "phi-2": 2,
+}  # of 32; the other models are built at full depth
 # The dtype each hub checkpoint is stored in: transformers 5 loads in it unless a notebook says otherwise.
 DTYPES = {
     "distilgpt2": torch.float32,
@@ -99,7 +103,9 @@ def build_model(hf_home: Path, name: str) -> Path:
 
 
 def _jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [
+        json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
+    ]
 
 
 def hub_rows(name: str) -> dict[str, list[dict[str, Any]]]:
@@ -160,14 +166,20 @@ def hub_rows(name: str) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def write_dataset(hf_home: Path, name: str, rows: dict[str, list[dict[str, Any]]] | None = None) -> Path:
+def write_dataset(
+    hf_home: Path, name: str, rows: dict[str, list[dict[str, Any]]] | None = None
+) -> Path:
     """The hub snapshot of a dataset in its hub format, then the Arrow cache an online load leaves."""
     hub_id, rows = data.HUB_IDS[name], rows or hub_rows(name)
     folder = snapshot(hf_home, "dataset", hub_id)
-    if name == "tweetsumm":  # as push_to_hub writes it: a parquet shard per split in data/, listed in README
+    if (
+        name == "tweetsumm"
+    ):  # as push_to_hub writes it: a parquet shard per split in data/, listed in README
         (folder / "data").mkdir()
         for split, records in rows.items():
-            pq.write_table(pa.Table.from_pylist(records), folder / "data" / f"{split}-00000-of-00001.parquet")
+            pq.write_table(
+                pa.Table.from_pylist(records), folder / "data" / f"{split}-00000-of-00001.parquet"
+            )
         listed = "\n".join(f"  - split: {s}\n    path: data/{s}-*" for s in rows)
         (folder / "README.md").write_text(_TWEETSUMM_CARD.format(listed))
     else:
@@ -187,7 +199,9 @@ def _prepare(cache: Path, hub_id: str, folder: Path) -> None:
     owner, dataset = hub_id.split("/")
     target = cache / f"{owner}___{dataset}"
     shutil.rmtree(target, ignore_errors=True)
-    module = dataset_module_factory(str(folder))  # csv or parquet, splits from file names or the card
+    module = dataset_module_factory(
+        str(folder)
+    )  # csv or parquet, splits from file names or the card
     kwargs = {k: v for k, v in module.builder_kwargs.items() if k != "dataset_name"}
     builder = get_dataset_builder_class(module, dataset_name=dataset)(
         cache_dir=str(cache), dataset_name=dataset, hash=commit(hub_id), **kwargs
@@ -204,7 +218,10 @@ def build(
     for name in names:
         start = time.perf_counter()
         build_model(Path(hf_home), name)
-        print(f"full_hub: {models.spec(name).hub_id} in {time.perf_counter() - start:.0f} s", flush=True)
+        print(
+            f"full_hub: {models.spec(name).hub_id} in {time.perf_counter() - start:.0f} s",
+            flush=True,
+        )
     for name in data.HUB_IDS if datasets else ():
         write_dataset(Path(hf_home), name)
         print(f"full_hub: {data.HUB_IDS[name]} ({name})", flush=True)
@@ -212,8 +229,12 @@ def build(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("hf_home", type=Path, help="the HF_HOME to fill (its hub/ and datasets/ folders)")
-    parser.add_argument("--models", nargs="*", default=list(models.MODELS), choices=list(models.MODELS))
+    parser.add_argument(
+        "hf_home", type=Path, help="the HF_HOME to fill (its hub/ and datasets/ folders)"
+    )
+    parser.add_argument(
+        "--models", nargs="*", default=list(models.MODELS), choices=list(models.MODELS)
+    )
     parser.add_argument("--no-datasets", action="store_true", help="models only")
     args = parser.parse_args(argv)
     os.environ.setdefault("TUTORLIB_PROFILE", "smoke")  # tiny.build needs no hub

@@ -33,12 +33,15 @@ def smoke():
 
 @pytest.fixture(scope="module")
 def gpt2(smoke):
-    return train.load_model("distilgpt2", smoke)
+    return train.load_model(smoke.plan("distilgpt2"))
 
 
 def _rows(*pairs: tuple[str, str]) -> Dataset:
     return Dataset.from_list(
-        [{"id": str(i), "dialogue": d, "summary": s, "references": [s]} for i, (d, s) in enumerate(pairs)]
+        [
+            {"id": str(i), "dialogue": d, "summary": s, "references": [s]}
+            for i, (d, s) in enumerate(pairs)
+        ]
     )
 
 
@@ -57,28 +60,27 @@ def _learned(tok, row) -> str:
 # ---------------------------------------------------------------- training: count before you train
 
 
-def test_a_50000_character_dialogue_alone_is_cut_warned_and_trained_with_its_whole_summary(smoke, gpt2):
+def test_a_50000_character_dialogue_alone_is_cut_warned_and_trained_with_its_whole_summary(
+    smoke, gpt2
+):
     # Before: trl dropped the row silently, and as the only row the length-grouped sampler raised IndexError.
     _, tok = gpt2
-    dialogue = ("Customer: my parcel is late again and I want a refund now, where is it? " * 700)[:50_000]
+    dialogue = ("Customer: my parcel is late again and I want a refund now, where is it? " * 700)[
+        :50_000
+    ]
     rows = TrainedRows()
     with pytest.warns(
         UserWarning, match=r"train: 1 of 1 dialogues were cut at the end to fit max_length=384"
     ):
-        run = train.finetune(
-            "distilgpt2",
-            DatasetDict(train=_rows((dialogue, SUMMARY))),
-            method="full",
-            template=TEMPLATE,
-            profile=smoke,
-            callbacks=[rows],
-            train_sampling_strategy="group_by_length",
-            **FAST,
-        )
+        plan = smoke.plan("distilgpt2", train_sampling_strategy="group_by_length", **FAST)
+        pairs = DatasetDict(train=_rows((dialogue, SUMMARY)))
+        run = train.finetune(plan, pairs, template=TEMPLATE, callbacks=[rows])
     assert [h["step"] for h in run.history if "loss" in h] == [1, 2]
     (row,) = rows.rows
     assert len(row["input_ids"]) <= 384
-    assert _learned(tok, row) == TEMPLATE.completion(SUMMARY) + tok.eos_token  # the end marker survives
+    assert (
+        _learned(tok, row) == TEMPLATE.completion(SUMMARY) + tok.eos_token
+    )  # the end marker survives
 
 
 def _prompt_of(tok, n_tokens: int) -> str:
@@ -93,7 +95,9 @@ def _prompt_of(tok, n_tokens: int) -> str:
     raise AssertionError(f"no dialogue gives a {n_tokens}-token prompt")
 
 
-def test_a_376_token_prompt_keeps_its_summary_and_end_marker_also_without_completion_only_loss(smoke, gpt2):
+def test_a_376_token_prompt_keeps_its_summary_and_end_marker_also_without_completion_only_loss(
+    smoke, gpt2
+):
     # Before: the summary was cut to 8 tokens and lost its end marker; with the whole-sequence loss the
     # model trained on dialogue only.
     _, tok = gpt2
@@ -105,22 +109,15 @@ def test_a_376_token_prompt_keeps_its_summary_and_end_marker_also_without_comple
     assert len(tok(row["prompt"] + row["completion"]).input_ids) + 1 <= 384  # + the EOS trl appends
     # The old switch `completion_only=False` is gone: prepare always builds prompt/completion pairs, and
     # trl's own `completion_only_loss=False` trains on the whole sequence, whose end is the whole summary.
-    with pytest.warns(UserWarning, match="were cut"), pytest.raises(TypeError, match="'completion_only'"):
-        train.finetune(
-            "distilgpt2", pairs, method="full", template=TEMPLATE, profile=smoke, completion_only=False
-        )
+    with (
+        pytest.warns(UserWarning, match="were cut"),
+        pytest.raises(TypeError, match="'completion_only'"),
+    ):
+        train.finetune(smoke.plan("distilgpt2", completion_only=False), pairs, template=TEMPLATE)
     rows = TrainedRows()
     with pytest.warns(UserWarning, match="1 of 1 dialogues were cut"):
-        train.finetune(
-            "distilgpt2",
-            pairs,
-            method="full",
-            template=TEMPLATE,
-            profile=smoke,
-            callbacks=[rows],
-            completion_only_loss=False,
-            **FAST,
-        )
+        plan = smoke.plan("distilgpt2", completion_only_loss=False, **FAST)
+        train.finetune(plan, pairs, template=TEMPLATE, callbacks=[rows])
     learned = _learned(tok, rows.rows[0])
     assert learned.startswith("### Instruction:") and learned.endswith(
         TEMPLATE.completion(SUMMARY) + tok.eos_token
@@ -128,15 +125,19 @@ def test_a_376_token_prompt_keeps_its_summary_and_end_marker_also_without_comple
 
 
 def test_a_zero_row_training_set_is_a_clear_error_not_a_bare_stop_iteration(smoke):
-    empty = DatasetDict(train=Dataset.from_dict({"id": [], "dialogue": [], "summary": [], "references": []}))
+    empty = DatasetDict(
+        train=Dataset.from_dict({"id": [], "dialogue": [], "summary": [], "references": []})
+    )
     with pytest.raises(ValueError, match=r"no usable train example"):
-        train.finetune("distilgpt2", empty, method="full", template=TEMPLATE, profile=smoke, **FAST)
+        train.finetune(smoke.plan("distilgpt2", **FAST), empty, template=TEMPLATE)
 
 
 @pytest.mark.parametrize("room", [1, 2])
 def test_a_summary_that_leaves_almost_no_room_drops_its_example_and_keeps_the_others(gpt2, room):
     _, tok = gpt2
-    frame = len(tok(TEMPLATE.prompt(".") + TEMPLATE.completion(SUMMARY)).input_ids) + 2  # as prepare counts
+    frame = (
+        len(tok(TEMPLATE.prompt(".") + TEMPLATE.completion(SUMMARY)).input_ids) + 2
+    )  # as prepare counts
     max_length = frame + room
     pairs = DatasetDict(
         train=_rows(("Customer: hi", "Late."), ("Customer: where is my parcel? " * 5, SUMMARY))
@@ -144,7 +145,9 @@ def test_a_summary_that_leaves_almost_no_room_drops_its_example_and_keeps_the_ot
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         prepared = train.prepare(pairs, TEMPLATE, tok, max_length=max_length)["train"]
-    assert all(len(tok(r["prompt"] + r["completion"]).input_ids) + 1 <= max_length for r in prepared)
+    assert all(
+        len(tok(r["prompt"] + r["completion"]).input_ids) + 1 <= max_length for r in prepared
+    )
     assert any("1 examples dropped" in str(w.message) for w in caught)
 
 
@@ -165,14 +168,20 @@ def test_under_full_checkpoints_are_saved_on_a_schedule_by_default(smoke, gpt2, 
     pairs = DatasetDict(train=_rows(("Customer: hi\nAgent: hello", "Greetings.")))
     for name in ("distilgpt2", "llama-2-7b", "falcon-7b", "phi-2"):
         with pytest.raises(Stop):
-            train.finetune(name, pairs, method="full", template=TEMPLATE, profile=full)
+            train.finetune(full.plan(name), pairs, template=TEMPLATE)
     assert len(seen) == 4
     for args in seen.values():
-        assert args.save_strategy == "steps" and 0 < args.save_steps <= 500 and args.save_total_limit == 2
+        assert (
+            args.save_strategy == "steps"
+            and 0 < args.save_steps <= 500
+            and args.save_total_limit == 2
+        )
     with pytest.raises(Stop):
-        train.finetune("distilgpt2", pairs, method="full", template=TEMPLATE, profile=smoke)
+        train.finetune(smoke.plan("distilgpt2"), pairs, template=TEMPLATE)
     smoke_args = seen[str(paths.runs_dir() / "train" / "distilgpt2-full")]
-    assert smoke_args.save_strategy == "no"  # why smoke cannot resume, as finetune(resume=True) says
+    assert (
+        smoke_args.save_strategy == "no"
+    )  # why smoke cannot resume, as finetune(resume=True) says
 
 
 # ---------------------------------------------------------------- generation past GPT-2's 1,024 positions
@@ -188,13 +197,17 @@ def test_a_prompt_past_1024_positions_is_cut_from_the_left_and_the_other_prompts
     ]
     long = TEMPLATE.prompt("Customer: my parcel is late again. " * 250)
     assert len(tok(long).input_ids) > 1024
-    alone = [generate.summarize(model, tok, [p], template=TEMPLATE, max_new_tokens=4)[0] for p in short]
+    alone = [
+        generate.summarize(model, tok, [p], template=TEMPLATE, max_new_tokens=4)[0] for p in short
+    ]
     with pytest.warns(
         UserWarning,
         match=r"prompts at index \[1\] do not fit the 1024-token context: only their "
         r"last 1020 tokens are used",
     ):
-        out = generate.summarize(model, tok, [short[0], long, short[1]], template=TEMPLATE, max_new_tokens=4)
+        out = generate.summarize(
+            model, tok, [short[0], long, short[1]], template=TEMPLATE, max_new_tokens=4
+        )
     assert len(out) == 3 and [out[0], out[2]] == alone
 
 
@@ -234,28 +247,28 @@ def _record(smoke, experiment="01_ok", **fields):
     return results.record(experiment, **(args | fields))
 
 
+MISTYPED = {  # file: (key, value, what the warning says)
+    "seconds.json": ("train_seconds", "sixty", "train_seconds: Input should be a valid number"),
+    "memory.json": ("peak_memory_mb", "10", "peak_memory_mb: Input should be a valid number"),
+    "score.json": ("scores", {"total": "high"}, "scores.total: Input should be a valid number"),
+    "configuration.json": ("extra", {"configuration": ["a"]}, "extra.configuration must be text"),
+    "notebook.json": ("notebook", None, "notebook: Input should be a valid string"),
+}
+
+
 def test_mistyped_records_are_skipped_with_a_warning_naming_file_and_field_and_every_table_builds(
     smoke, results_dir
 ):
     # Before: one such file made summary_table, latest and side_by_side fail without naming it.
     good = json.loads(_record(smoke).read_text())
-    mistyped = {
-        "seconds.json": ("train_seconds", "sixty", "train_seconds is str, expected a number or null"),
-        "memory.json": ("peak_memory_mb", "10", "peak_memory_mb is str, expected a number or null"),
-        "score.json": ("scores", {"total": "high"}, "scores.total is str, expected a number or null"),
-        "configuration.json": (
-            "extra",
-            {"configuration": ["a"]},
-            "extra.configuration is list, expected text or null",
-        ),
-        "notebook.json": ("notebook", None, "notebook is NoneType, expected text"),
-    }
-    for file, (key, value, _) in mistyped.items():
+    for file, (key, value, _) in MISTYPED.items():
         (results_dir / file).write_text(json.dumps(good | {key: value}), encoding="utf-8")
     tables = {
         "summary_table": lambda: results.summary_table("smoke"),
         "latest": lambda: results.latest("smoke", ["DistilGPT2 full fine-tune"]),
-        "side_by_side": lambda: results.side_by_side("000", "Table 1", results.load_records("smoke")),
+        "side_by_side": lambda: results.side_by_side(
+            "000", "Table 1", results.load_records("smoke")
+        ),
     }
     for name, table in tables.items():
         with pytest.warns(UserWarning) as caught:
@@ -263,19 +276,21 @@ def test_mistyped_records_are_skipped_with_a_warning_naming_file_and_field_and_e
         if name == "summary_table":
             assert list(built["experiment"]) == ["01_ok"]
         messages = [str(w.message) for w in caught]
-        for file, (*_, problem) in mistyped.items():
-            assert (
-                f"skipping results record {results_dir / file}: it has values of the wrong type: {problem}"
-                in messages
-            )
-    ours = built[(built["configuration"] == "DistilGPT2 full fine-tune") & (built["metric"] == "total")]
-    assert list(ours.iloc[:, -1]) == ["3 of 6"]  # the good record is still beside the document's number
+        for file, (*_, problem) in MISTYPED.items():
+            skipped = f"skipping results record {results_dir / file}: it is not a results record"
+            assert any(m.startswith(skipped) and problem in m for m in messages), (file, messages)
+    ours = built[
+        (built["configuration"] == "DistilGPT2 full fine-tune") & (built["metric"] == "total")
+    ]
+    assert list(ours.iloc[:, -1]) == ["3 of 6"]  # the good record is still beside the document's
 
 
 def test_record_refuses_to_write_what_the_tables_would_skip(smoke, results_dir):
-    with pytest.raises(ValueError, match=r"'01_bad'.*scores\.total is str, expected a number or null"):
+    with pytest.raises(
+        ValueError, match=r"'01_bad'.*scores\.total: Input should be a valid number"
+    ):
         _record(smoke, "01_bad", scores={"total": "high"})
-    with pytest.raises(ValueError, match=r"extra\.configuration is list, expected text or null"):
+    with pytest.raises(ValueError, match=r"extra\.configuration must be text"):
         _record(smoke, "01_bad", extra={"configuration": ["a", "b"]})
     assert not (results_dir / "01_bad.json").exists()
 
@@ -289,12 +304,16 @@ def test_a_key_given_to_the_judge_as_api_key_is_refused_in_a_lesson_record(
     key = "sk-passed-not-in-env-0123456789"
     judge = grading.LLMJudge(api_key=key, base_url="http://127.0.0.1:9/v1", cache_dir=tmp_path)
     lesson = course.Lesson("01_test", smoke, template="tweetsumm", judge=judge)
-    error = RuntimeError(f"401 Unauthorized: incorrect API key provided: {key}")  # servers echo keys
+    error = RuntimeError(
+        f"401 Unauthorized: incorrect API key provided: {key}"
+    )  # servers echo keys
     with pytest.raises(ValueError, match=r"contains the value of secrets\[0\]") as refused:
         lesson.failed("DistilGPT2 LoRA", error, model="distilgpt2", method="lora")
     assert key not in str(refused.value)
     assert not results_dir.exists() or not any(results_dir.iterdir())
-    lesson.failed("DistilGPT2 LoRA", RuntimeError("401 Unauthorized"), model="distilgpt2", method="lora")
+    lesson.failed(
+        "DistilGPT2 LoRA", RuntimeError("401 Unauthorized"), model="distilgpt2", method="lora"
+    )
 
 
 # ---------------------------------------------------------------- environment variables name themselves
@@ -305,7 +324,9 @@ def test_a_malformed_judge_url_names_the_variable_it_came_from(monkeypatch, var)
     for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "TUTORLIB_JUDGE_BASE_URL"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv(var, "localhost:8000/v1")
-    with pytest.raises(ValueError, match=f"^{var} is not an http\\(s\\) URL; expected one such as http://"):
+    with pytest.raises(
+        ValueError, match=f"^{var} is not an http\\(s\\) URL; expected one such as http://"
+    ):
         grading.choose_judge(verbose=False)
     monkeypatch.setenv(var, " ")  # blank is unset: the offline judge, no error
     assert isinstance(grading.choose_judge(verbose=False), grading.OfflineJudge)

@@ -14,7 +14,9 @@ from tutorlib.profile import detect
 
 @pytest.fixture(scope="module")
 def lesson():
-    return course.Lesson("01_test_notebook", detect("smoke"), template="tweetsumm", judge=grading.OfflineJudge())
+    return course.Lesson(
+        "01_test_notebook", detect("smoke"), template="tweetsumm", judge=grading.OfflineJudge()
+    )
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +25,7 @@ def test_split():
 
 
 def test_evaluate_generates_grades_and_records_a_base_model(lesson, test_split):
-    model, tok = train.load_model("distilgpt2", lesson.profile)
+    model, tok = train.load_model(lesson.profile.plan("distilgpt2"))
     ev = lesson.evaluate(model, tok, test_split, "DistilGPT2 base")
     rec = json.loads(ev.record.read_text())
     assert ev.record.name == "01_distilgpt2_base.json"
@@ -45,9 +47,15 @@ def test_references_grade_humans_and_count_single_reference_dialogues(lesson, te
 
 
 def test_failed_runs_are_recorded_and_named_gaps(lesson, capsys):
-    lesson = course.Lesson("02_test_notebook", lesson.profile, template="tweetsumm", judge=lesson.judge)
-    lesson.failed("Llama-2-7B full fine-tune", torch.OutOfMemoryError("CUDA out of memory"), model="llama-2-7b",
-                  method="full")
+    lesson = course.Lesson(
+        "02_test_notebook", lesson.profile, template="tweetsumm", judge=lesson.judge
+    )
+    lesson.failed(
+        "Llama-2-7B full fine-tune",
+        torch.OutOfMemoryError("CUDA out of memory"),
+        model="llama-2-7b",
+        method="full",
+    )
     found = lesson.records(["Llama-2-7B full fine-tune", "Llama-2-7B QLoRA"])
     assert [r["extra"]["failed"] for r in found] == ["OOM"]
     assert "Llama-2-7B QLoRA" in capsys.readouterr().out
@@ -59,14 +67,14 @@ def test_model_names_come_from_hub_ids_and_stand_in_folders(lesson):
         name_or_path = "meta-llama/Llama-2-7b-hf"
 
     assert course._model_name(Fake()) == "llama-2-7b"
-    Fake.name_or_path = lesson.profile.model("phi-2")
+    Fake.name_or_path = lesson.profile.checkpoint("phi-2")
     assert course._model_name(Fake()) == "phi-2"
 
 
 def test_a_rouge_lesson_scores_against_the_references_and_records_intervals(test_split):
     lesson = course.Lesson("04_test_rouge", detect("smoke"), template="flan_t5", rubric="rouge")
     assert lesson.judge is None
-    model, tok = train.load_model("flan-t5-base", lesson.profile)
+    model, tok = train.load_model(lesson.profile.plan("flan-t5-base"))
     ev = lesson.evaluate(model, tok, test_split, "FLAN-T5 base")
     rec = json.loads(ev.record.read_text())
     assert rec["judge"].startswith("ROUGE") and rec["model"] == "flan-t5-base"
@@ -79,15 +87,25 @@ def test_a_model_that_learned_scores_above_its_base_through_the_notebooks_path(l
     """The positive control behind every smoke zero: full fine-tuning on the two test conversations
     themselves (memorizing their summaries, which no notebook does) must raise the offline judge's
     score through notebook 01's path (summarize, cut at the end marker, grade, record)."""
-    lesson = course.Lesson("01_positive_control", lesson.profile, template="tweetsumm", judge=lesson.judge)
-    model, tok = train.load_model("distilgpt2", lesson.profile)
+    lesson = course.Lesson(
+        "01_positive_control", lesson.profile, template="tweetsumm", judge=lesson.judge
+    )
+    model, tok = train.load_model(lesson.profile.plan("distilgpt2"))
     base = lesson.evaluate(model, tok, test_split, "DistilGPT2 base")
-    run = train.finetune("distilgpt2", DatasetDict(train=test_split), method="full", template=lesson.template,
-                         profile=lesson.profile, max_steps=40, learning_rate=5e-3)
-    tuned = lesson.evaluate(run.model, run.tokenizer, test_split, "DistilGPT2 full fine-tune", trained=run)
+    plan = lesson.profile.plan("distilgpt2", max_steps=40, learning_rate=5e-3)
+    run = train.finetune(plan, DatasetDict(train=test_split), template=lesson.template)
+    tuned = lesson.evaluate(
+        run.model, run.tokenizer, test_split, "DistilGPT2 full fine-tune", trained=run
+    )
     assert run.losses[-1] < run.losses[0] / 2
-    assert all(s.startswith("Customer is complaining that the") for s in tuned.summaries)  # the references' words
-    assert tuned.totals["criteria"]["customer"] == len(test_split)  # each first sentence matches its reference
+    assert all(
+        s.startswith("Customer is complaining that the") for s in tuned.summaries
+    )  # the references' words
+    assert tuned.totals["criteria"]["customer"] == len(
+        test_split
+    )  # each first sentence matches its reference
     assert tuned.totals["total"] > base.totals["total"]
-    records = lesson.records(["DistilGPT2 base", "DistilGPT2 full fine-tune"])  # what Figure 1 draws
+    records = lesson.records(
+        ["DistilGPT2 base", "DistilGPT2 full fine-tune"]
+    )  # what Figure 1 draws
     assert [r["scores"]["total"] for r in records] == [base.totals["total"], tuned.totals["total"]]

@@ -8,6 +8,7 @@ import re
 import shutil
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import datasets
 import pytest
@@ -23,7 +24,9 @@ realdata = pytest.mark.skipif(not REALDATA.exists(), reason=f"{REALDATA} not pre
 
 
 def write_jsonl(path: Path, records: list, encoding: str = "utf-8") -> Path:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding=encoding)
+    path.write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding=encoding
+    )
     return path
 
 
@@ -36,7 +39,11 @@ def dialogsum_folder(folder: Path) -> Path:
     write_jsonl(
         folder / "dialogsum.train.jsonl",
         [
-            {"fname": "train_0", "dialogue": "#Person1#: Hi.\n#Person2#: Hello.", "summary": "They greet."},
+            {
+                "fname": "train_0",
+                "dialogue": "#Person1#: Hi.\n#Person2#: Hello.",
+                "summary": "They greet.",
+            },
             {
                 "fname": "train_1",
                 "dialogue": "#Person1#: Tea?\n#Person2#: Yes.",
@@ -46,11 +53,23 @@ def dialogsum_folder(folder: Path) -> Path:
     )
     write_jsonl(
         folder / "dialogsum.dev.jsonl",
-        [{"fname": "dev_0", "dialogue": "#Person1#: Late?\n#Person2#: No.", "summary": "Not late."}],
+        [
+            {
+                "fname": "dev_0",
+                "dialogue": "#Person1#: Late?\n#Person2#: No.",
+                "summary": "Not late.",
+            }
+        ],
     )
     test = {"fname": "test_0", "dialogue": "#Person1#: Rain?\n#Person2#: Yes, take an umbrella."}
-    test |= {"summary1": "It rains.", "summary2": "#Person2# advises an umbrella.", "summary3": "Rain."}
-    write_jsonl(folder / "dialogsum.test.jsonl", [test, test | {"fname": "test_1"}])  # a repeated dialogue
+    test |= {
+        "summary1": "It rains.",
+        "summary2": "#Person2# advises an umbrella.",
+        "summary3": "Rain.",
+    }
+    write_jsonl(
+        folder / "dialogsum.test.jsonl", [test, test | {"fname": "test_1"}]
+    )  # a repeated dialogue
     return folder
 
 
@@ -58,22 +77,31 @@ def samsum_folder(folder: Path) -> Path:
     write_json(
         folder / "train.json",
         [
-            {"id": "1", "summary": "Amy asks Bob about lunch. ", "dialogue": "Amy: Lunch?\r\nBob: Sure!\r\n"},
+            {
+                "id": "1",
+                "summary": "Amy asks Bob about lunch. ",
+                "dialogue": "Amy: Lunch?\r\nBob: Sure!\r\n",
+            },
             {"id": "2", "summary": "Nothing.", "dialogue": ""},
         ],
     )
     write_json(
-        folder / "val.json", [{"id": "3", "summary": "Cy is late.", "dialogue": "Cy: Late\r\nDee: ok"}]
+        folder / "val.json",
+        [{"id": "3", "summary": "Cy is late.", "dialogue": "Cy: Late\r\nDee: ok"}],
     )
     write_json(
-        folder / "test.json", [{"id": "4", "summary": "Ed says hi.", "dialogue": "Ed: hi\r\nFay: hey"}]
+        folder / "test.json",
+        [{"id": "4", "summary": "Ed says hi.", "dialogue": "Ed: hi\r\nFay: hey"}],
     )
     return folder
 
 
 def processed_tweetsumm(dialog_id: str, summaries: list) -> dict:
     turns = [
-        {"is_agent": False, "sentences": ["@AppleSupport my phone", "won't charge https://t.co/abc"]},
+        {
+            "is_agent": False,
+            "sentences": ["@AppleSupport my phone", "won't charge https://t.co/abc"],
+        },
         {"is_agent": True, "sentences": ["@115820 Sorry to hear that.", "See www.apple.com/help"]},
         {"is_agent": True, "sentences": ["https://t.co/only-a-link"]},
     ]
@@ -84,7 +112,11 @@ def processed_tweetsumm(dialog_id: str, summaries: list) -> dict:
 
 
 def tweetsumm_folder(folder: Path) -> Path:
-    refs = [["Customer cannot charge.", "Agent sends a link."], ["", ""], ["Phone fails.", "Agent helps."]]
+    refs = [
+        ["Customer cannot charge.", "Agent sends a link."],
+        ["", ""],
+        ["Phone fails.", "Agent helps."],
+    ]
     write_jsonl(folder / "train.jsonl", [processed_tweetsumm("t1", refs)])
     write_jsonl(folder / "valid.jsonl", [processed_tweetsumm("v1", refs[:1])])
     write_jsonl(folder / "test.jsonl", [processed_tweetsumm("s1", [refs[2], refs[0]])])
@@ -107,7 +139,9 @@ def write_twcs(path: Path, tweets: list[tuple], encoding: str = "utf-8") -> Path
     with path.open("w", encoding=encoding, newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(TWCS_HEADER)
-        writer.writerow([1, "someone", "True", "Mon Oct 30 10:00:00 +0000 2017", "unrelated tweet", "", ""])
+        writer.writerow(
+            [1, "someone", "True", "Mon Oct 30 10:00:00 +0000 2017", "unrelated tweet", "", ""]
+        )
         for tweet_id, inbound, created_at, text in tweets:
             writer.writerow([tweet_id, "x", str(inbound), created_at, text, "", ""])
     return path
@@ -116,13 +150,20 @@ def write_twcs(path: Path, tweets: list[tuple], encoding: str = "utf-8") -> Path
 def annotation(conversation_id: str, tweet_ids: list[int], abstractive: list) -> dict:
     return {
         "conversation_id": conversation_id,
-        "tweet_ids_sentence_offset": [{"tweet_id": t, "sentence_offsets": ["[0, 10]"]} for t in tweet_ids],
+        "tweet_ids_sentence_offset": [
+            {"tweet_id": t, "sentence_offsets": ["[0, 10]"]} for t in tweet_ids
+        ],
         "annotations": [{"extractive": [], "abstractive": a} for a in abstractive],
     }
 
 
 PARCEL_TWEETS = [  # ids deliberately out of time order: the order must come from created_at
-    (30, True, "Tue Oct 31 10:00:00 +0000 2017", "@AmazonHelp where is my\nparcel? https://t.co/x1"),
+    (
+        30,
+        True,
+        "Tue Oct 31 10:00:00 +0000 2017",
+        "@AmazonHelp where is my\nparcel? https://t.co/x1",
+    ),
     (10, False, "Tue Oct 31 10:05:00 +0000 2017", "@115712 Hi! Please DM us &amp; we'll check."),
     (20, True, "Tue Oct 31 10:09:00 +0000 2017", "Thanks @AmazonHelp"),
 ]
@@ -135,7 +176,9 @@ def annotated_tweetsumm(
     return write_jsonl(
         folder / name,
         [
-            annotation("conv-a", [20, 10, 30], [["Customer lost a parcel.", "Agent asks for a DM."], None]),
+            annotation(
+                "conv-a", [20, 10, 30], [["Customer lost a parcel.", "Agent asks for a DM."], None]
+            ),
             annotation("conv-missing", [30, 999], [["Unused.", "Unused."]]),
         ],
         encoding,
@@ -158,7 +201,11 @@ def messages(record) -> list[str]:
 def test_dialogsum_folder_rows_and_references(tmp_path):
     dsd = data.load("DialogSum", dialogsum_folder(tmp_path))
     assert_shape(dsd)
-    assert data.sizes(dsd) == {"train": 2, "validation": 1, "test": 2}  # released rows are never merged
+    assert data.sizes(dsd) == {
+        "train": 2,
+        "validation": 1,
+        "test": 2,
+    }  # released rows are never merged
     train = dsd["train"][0]
     assert train["id"] == "train_0#1"
     assert train["dialogue"] == "#Person1#: Hi.\n#Person2#: Hello."
@@ -187,7 +234,10 @@ def test_tweetsumm_processed_one_row_per_reference_and_cleaning(tmp_path):
     assert data.sizes(dsd) == {"train": 2, "validation": 1, "test": 1}
     train = dsd["train"]
     assert train["id"] == ["t1#1", "t1#3"]  # the empty second summary is dropped, numbering kept
-    assert train["summary"] == ["Customer cannot charge. Agent sends a link.", "Phone fails. Agent helps."]
+    assert train["summary"] == [
+        "Customer cannot charge. Agent sends a link.",
+        "Phone fails. Agent helps.",
+    ]
     assert train[0]["references"] == train["summary"]
     # The agent turn that was only a link disappears; handles and links are gone.
     assert train[0]["dialogue"] == "Customer: my phone won't charge\nAgent: Sorry to hear that. See"
@@ -209,25 +259,31 @@ def test_tweetsumm_annotations_joined_to_twcs(tmp_path):
         == "Customer: where is my parcel?\nAgent: Hi! Please DM us & we'll check.\nCustomer: Thanks"
     )
     assert row["summary"] == "Customer lost a parcel. Agent asks for a DM."
-    assert messages(record) == [
-        f"skipped 1 conversations of {path} whose tweets are missing from twcs.csv (first: conv-missing)",
-        f"1 rows dropped for an empty dialogue or summary from {path} (validation)",  # the null summary
-    ]
+    assert (
+        messages(record)
+        == [
+            f"skipped 1 conversations of {path} whose tweets are missing from twcs.csv (first: conv-missing)",
+            f"1 rows dropped for an empty dialogue or summary from {path} (validation)",  # the null summary
+        ]
+    )
 
 
 def test_tweetsumm_annotation_folder_uses_one_csv_for_all_splits(tmp_path):
     annotated_tweetsumm(tmp_path)
     write_jsonl(
-        tmp_path / "final_train_tweetsum.jsonl", [annotation("tr", [10, 30], [["A.", "B."], ["C.", "D."]])]
+        tmp_path / "final_train_tweetsum.jsonl",
+        [annotation("tr", [10, 30], [["A.", "B."], ["C.", "D."]])],
     )
     write_jsonl(
-        tmp_path / "final_test_tweetsum.jsonl", [annotation("te", [30, 20], [["E.", "F."], ["G.", "H."]])]
+        tmp_path / "final_test_tweetsum.jsonl",
+        [annotation("te", [30, 20], [["E.", "F."], ["G.", "H."]])],
     )
     with pytest.warns(UserWarning):
         dsd = data.load("tweetsumm", tmp_path)
     assert data.sizes(dsd) == {"train": 2, "validation": 1, "test": 1}
     assert (
-        dsd["train"]["dialogue"][0] == "Customer: where is my parcel?\nAgent: Hi! Please DM us & we'll check."
+        dsd["train"]["dialogue"][0]
+        == "Customer: where is my parcel?\nAgent: Hi! Please DM us & we'll check."
     )
     assert dsd["test"][0]["references"] == ["E. F.", "G. H."]
 
@@ -238,7 +294,9 @@ def test_tweetsumm_annotation_folder_uses_one_csv_for_all_splits(tmp_path):
      ("train.jsonl", "train"), ("anything.jsonl", "train")],
 )  # fmt: skip
 def test_single_file_split_from_name(tmp_path, filename, split):
-    path = write_jsonl(tmp_path / filename, [{"fname": "a", "dialogue": "#Person1#: x", "summary": "y"}])
+    path = write_jsonl(
+        tmp_path / filename, [{"fname": "a", "dialogue": "#Person1#: x", "summary": "y"}]
+    )
     dsd = data.load("dialogsum", str(path))
     assert_shape(dsd)
     assert {s: n for s, n in data.sizes(dsd).items() if n} == {split: 1}
@@ -249,7 +307,9 @@ def test_single_file_split_from_name(tmp_path, filename, split):
 
 def fake_hub(monkeypatch, splits: dict[str, list[dict]]) -> list[str]:
     calls: list[str] = []
-    hub = datasets.DatasetDict({name: datasets.Dataset.from_list(rows) for name, rows in splits.items()})
+    hub = datasets.DatasetDict(
+        {name: datasets.Dataset.from_list(rows) for name, rows in splits.items()}
+    )
     monkeypatch.setattr(data, "load_dataset", lambda hub_id: calls.append(hub_id) or hub)
     return calls
 
@@ -269,7 +329,10 @@ def test_hub_copy_merges_test_rows_and_renames_splits(monkeypatch):
     dsd = data.load("dialogsum", "someone/dialogsum-copy")
     assert calls == ["someone/dialogsum-copy"]
     assert data.sizes(dsd) == {"train": 1, "validation": 1, "test": 2}
-    assert dsd["test"][0]["references"] == ["Rain.", "Wet."]  # one row per dialogue, duplicates once
+    assert dsd["test"][0]["references"] == [
+        "Rain.",
+        "Wet.",
+    ]  # one row per dialogue, duplicates once
 
 
 CLEANING = [
@@ -288,7 +351,8 @@ def test_hub_tweetsumm_turns_any_role_labels_and_cleaning(monkeypatch, customer,
              {"role": agent, "content": "https://t.co/only-a-link"}]  # fmt: skip
     summary = "Customer lost a bag. Agent asks for a DM."
     fake_hub(
-        monkeypatch, {"validation": [{"conversation_id": "c1", "conversation": turns, "summary": summary}]}
+        monkeypatch,
+        {"validation": [{"conversation_id": "c1", "conversation": turns, "summary": summary}]},
     )
     row = data.load("tweetsumm", "someone/tweetsumm")["validation"][0]
     assert row["dialogue"] == f"Customer: {clean}\nAgent: Sorry! DM us."
@@ -307,7 +371,10 @@ def test_hub_tweetsumm_unknown_role_is_named_with_the_accepted_ones(monkeypatch)
 
 
 def test_parquet_folder_of_a_hub_copy(tmp_path):
-    turns = [{"role": "user", "content": "@Brand my order?"}, {"role": "assistant", "content": "On its way!"}]
+    turns = [
+        {"role": "user", "content": "@Brand my order?"},
+        {"role": "assistant", "content": "On its way!"},
+    ]
     (tmp_path / "data").mkdir()
     for split in ("train", "validation", "test"):
         rows = [{"id": f"{split}-1", "conversation": turns, "summary": f"Order asked in {split}."}]
@@ -321,15 +388,15 @@ def test_parquet_folder_of_a_hub_copy(tmp_path):
 
 def test_source_none_follows_the_profile(monkeypatch, tmp_path):
     calls = fake_hub(monkeypatch, {"train": [{"id": "1", "dialogue": "A: hi", "summary": "Hi."}]})
-    monkeypatch.setenv("TUTORLIB_PROFILE", "full")
-    data.load("samsum")
+    data.load("samsum", profile=SimpleNamespace(name="full"))
     assert calls == [data.HUB_IDS["samsum"]] == ["knkarthick/samsum"]
-    monkeypatch.setenv("TUTORLIB_PROFILE", "smoke")
     monkeypatch.setenv("TUTORLIB_HOME", str(tmp_path))
     (tmp_path / "data" / "samsum").mkdir(parents=True)
     samsum_folder(tmp_path / "data" / "samsum")
-    with pytest.warns(UserWarning):
-        assert data.sizes(data.load("samsum")) == {"train": 1, "validation": 1, "test": 1}
+    for bundled in (SimpleNamespace(name="smoke"), None):  # no profile: the bundled samples
+        with pytest.warns(UserWarning):
+            sizes = data.sizes(data.load("samsum", profile=bundled))
+        assert sizes == {"train": 1, "validation": 1, "test": 1}
     assert len(calls) == 1
 
 
@@ -352,10 +419,14 @@ def test_drops_are_counted_per_file_and_split(tmp_path):
 
 def test_a_split_left_empty_is_an_error_saying_why(tmp_path):
     write_jsonl(
-        tmp_path / "dialogsum.test.jsonl", [{"fname": "t", "dialogue": "#Person1#: x", "summary1": ""}]
+        tmp_path / "dialogsum.test.jsonl",
+        [{"fname": "t", "dialogue": "#Person1#: x", "summary1": ""}],
     )
     why = "is empty: 1 dialogues read, 1 rows dropped for an empty dialogue or summary"
-    with pytest.warns(UserWarning), pytest.raises(ValueError, match=r"test split from .*test\.jsonl " + why):
+    with (
+        pytest.warns(UserWarning),
+        pytest.raises(ValueError, match=r"test split from .*test\.jsonl " + why),
+    ):
         data.load("dialogsum", tmp_path / "dialogsum.test.jsonl")
     (tmp_path / "train.json").write_text("[]", encoding="utf-8")
     with pytest.raises(ValueError, match="is empty: 0 dialogues read"):
@@ -380,7 +451,9 @@ def test_a_twcs_csv_that_is_not_utf8_is_named(tmp_path):
 
 def test_a_utf8_byte_order_mark_is_accepted_in_json_jsonl_and_csv_headers(tmp_path):
     samsum = write_json(
-        tmp_path / "train.json", [{"id": "1", "summary": "Zoë greets.", "dialogue": "Zoë: hi"}], "utf-8-sig"
+        tmp_path / "train.json",
+        [{"id": "1", "summary": "Zoë greets.", "dialogue": "Zoë: hi"}],
+        "utf-8-sig",
     )
     assert data.load("samsum", samsum)["train"][0]["summary"] == "Zoë greets."
     dialogsum = write_jsonl(
@@ -410,7 +483,8 @@ def test_missing_files_and_splits_are_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such file or folder: not a hub id"):
         data.load("samsum", "not a hub id")
     write_jsonl(
-        tmp_path / "dialogsum.train.jsonl", [{"fname": "a", "dialogue": "#Person1#: x", "summary": "y"}]
+        tmp_path / "dialogsum.train.jsonl",
+        [{"fname": "a", "dialogue": "#Person1#: x", "summary": "y"}],
     )
     with pytest.raises(
         FileNotFoundError,
@@ -440,15 +514,22 @@ def test_missing_twcs_csv_is_named(tmp_path):
 def test_malformed_jsonl_names_file_line_and_expected_shape(tmp_path, second_line, message):
     path = tmp_path / "dialogsum.dev.jsonl"
     path.write_text(
-        json.dumps({"fname": "a", "dialogue": "#Person1#: x", "summary": "y"}) + "\n" + second_line + "\n"
+        json.dumps({"fname": "a", "dialogue": "#Person1#: x", "summary": "y"})
+        + "\n"
+        + second_line
+        + "\n"
     )
     with pytest.raises(ValueError, match=re.escape(f"{path}, {message}")):
         data.load("dialogsum", path)
 
 
 def test_malformed_json_list_names_record_index(tmp_path):
-    path = write_json(tmp_path / "train.json", [{"id": "1", "summary": "s", "dialogue": "A: x"}, {"id": "2"}])
-    with pytest.raises(ValueError, match=re.escape(f"{path}, record index 1: missing field 'dialogue")):
+    path = write_json(
+        tmp_path / "train.json", [{"id": "1", "summary": "s", "dialogue": "A: x"}, {"id": "2"}]
+    )
+    with pytest.raises(
+        ValueError, match=re.escape(f"{path}, record index 1: missing field 'dialogue")
+    ):
         data.load("samsum", path)
     path.write_text('[{"id": "1",\n "summary": }]')
     with pytest.raises(ValueError, match=re.escape(f"{path}, line 2: not valid JSON")):
@@ -458,13 +539,21 @@ def test_malformed_json_list_names_record_index(tmp_path):
 def test_malformed_tweetsumm_records_name_file_line_and_shape(tmp_path):
     bad_turn = processed_tweetsumm("t2", [["a", "b"]])
     bad_turn["dialog"]["turns"][0]["is_agent"] = "yes"
-    path = write_jsonl(tmp_path / "train.jsonl", [processed_tweetsumm("t1", [["a", "b"]]), bad_turn])
-    message = f"{path}, line 2: 'is_agent' should be true or false, got 'yes'; expected a record {{dialog"
+    path = write_jsonl(
+        tmp_path / "train.jsonl", [processed_tweetsumm("t1", [["a", "b"]]), bad_turn]
+    )
+    message = (
+        f"{path}, line 2: 'is_agent' should be true or false, got 'yes'; expected a record {{dialog"
+    )
     with pytest.raises(ValueError, match=re.escape(message)):
         data.load("tweetsumm", path)
     ann = annotated_tweetsumm(tmp_path, "final_test_tweetsum.jsonl")
     write_jsonl(
-        ann, [annotation("c", [10], [["a", "b"]]), {"conversation_id": "d", "tweet_ids_sentence_offset": []}]
+        ann,
+        [
+            annotation("c", [10], [["a", "b"]]),
+            {"conversation_id": "d", "tweet_ids_sentence_offset": []},
+        ],
     )
     message = f"{ann}, line 2: missing field 'annotations'; expected a record {{conversation_id"
     with pytest.raises(ValueError, match=re.escape(message)):
@@ -475,7 +564,8 @@ def test_malformed_twcs_rows_and_header_are_named(tmp_path):
     path = annotated_tweetsumm(tmp_path)
     write_twcs(tmp_path / "twcs.csv", [(30, "maybe", "Tue Oct 31 10:00:00 +0000 2017", "hi")])
     with pytest.raises(
-        ValueError, match=re.escape(f"{tmp_path / 'twcs.csv'}, line 3: expected 'inbound' True or False")
+        ValueError,
+        match=re.escape(f"{tmp_path / 'twcs.csv'}, line 3: expected 'inbound' True or False"),
     ):
         data.load("tweetsumm", path)
     write_twcs(tmp_path / "twcs.csv", [(30, True, "yesterday", "hi")])
@@ -509,7 +599,9 @@ def test_bundled_samples_load(name):
     test = dsd["test"]
     assert all(row["summary"] == row["references"][0] for row in test)
     assert len(set(test["id"])) == len(test)  # one row per dialogue
-    assert all(row["summary"] in row["references"] and "\r" not in row["dialogue"] for row in dsd["train"])
+    assert all(
+        row["summary"] in row["references"] and "\r" not in row["dialogue"] for row in dsd["train"]
+    )
     if name == "tweetsumm":
         for text in [*dsd["train"]["dialogue"], *test["dialogue"]]:
             assert all(line.startswith(("Customer: ", "Agent: ")) for line in text.split("\n"))
@@ -574,8 +666,14 @@ def test_realdata_tweetsumm_annotations(tmp_path):
     # Every tweet present: the document's 356 validation rows (two annotations have no abstractive summary).
     realdata_twcs(tmp_path / "twcs.csv", conversations)
     with pytest.warns(UserWarning) as record:
-        assert data.sizes(data.load("tweetsumm", path)) == {"train": 0, "validation": 356, "test": 0}
-    assert messages(record) == [f"2 rows dropped for an empty dialogue or summary from {path} (validation)"]
+        assert data.sizes(data.load("tweetsumm", path)) == {
+            "train": 0,
+            "validation": 356,
+            "test": 0,
+        }
+    assert messages(record) == [
+        f"2 rows dropped for an empty dialogue or summary from {path} (validation)"
+    ]
 
     # Only three conversations' tweets present: the other 107 are skipped and counted once.
     kept = conversations[:3]
@@ -595,4 +693,6 @@ def test_realdata_tweetsumm_annotations(tmp_path):
     )
     assert rows[0]["id"] == f"{kept[0]['conversation_id']}#1"
     skipped = [m for m in messages(record) if m.startswith("skipped")]
-    assert len(skipped) == 1 and skipped[0].startswith(f"skipped {len(conversations) - 3} conversations")
+    assert len(skipped) == 1 and skipped[0].startswith(
+        f"skipped {len(conversations) - 3} conversations"
+    )

@@ -44,7 +44,9 @@ def stand_in(name: str, auto_class):
         from tutorlib.profile import detect
 
         path = detect().model(name)
-    except Exception as err:  # tutorlib.profile may be mid-rewrite; generation is still testable later
+    except (
+        Exception
+    ) as err:  # tutorlib.profile may be mid-rewrite; generation is still testable later
         pytest.skip(f"no stand-in for {name}: {err}")
     torch.manual_seed(0)
     return auto_class.from_pretrained(path), AutoTokenizer.from_pretrained(path)
@@ -72,10 +74,14 @@ def test_generation_stops_at_the_marker_and_returns_the_cut_summary(gpt2, monkey
     before_marker = tok(f" {SUMMARY}")["input_ids"]
     with_marker = tok(f" {SUMMARY} {TWEETSUMM.end_marker}")["input_ids"]
     force = Force(
-        tok(f" {SUMMARY} {TWEETSUMM.end_marker} and then a lot more text that must never appear")["input_ids"]
+        tok(f" {SUMMARY} {TWEETSUMM.end_marker} and then a lot more text that must never appear")[
+            "input_ids"
+        ]
     )
     calls = spy_on_generate(monkeypatch, model)
-    out = summarize(model, tok, PROMPTS, template=TWEETSUMM, max_new_tokens=40, logits_processor=[force])
+    out = summarize(
+        model, tok, PROMPTS, template=TWEETSUMM, max_new_tokens=40, logits_processor=[force]
+    )
     assert out == [SUMMARY] * len(PROMPTS)
     # Stopped once the marker was written: after the summary, long before the forced text ran out.
     assert len(before_marker) < force.steps <= len(with_marker) < len(force.token_ids)
@@ -87,9 +93,13 @@ def test_without_a_marker_or_a_template_nothing_stops_early(gpt2, monkeypatch):
     model, tok = gpt2
     force = Force(tok(f" {SUMMARY} {TWEETSUMM.end_marker} more")["input_ids"])
     calls = spy_on_generate(monkeypatch, model)
-    out = summarize(model, tok, PROMPTS[:1], max_new_tokens=len(force.token_ids), logits_processor=[force])
+    out = summarize(
+        model, tok, PROMPTS[:1], max_new_tokens=len(force.token_ids), logits_processor=[force]
+    )
     assert out == [f"{SUMMARY} {TWEETSUMM.end_marker} more"]
-    summarize(model, tok, PROMPTS[:1], template=templates.TEMPLATES["falcon_samsum"], max_new_tokens=2)
+    summarize(
+        model, tok, PROMPTS[:1], template=templates.TEMPLATES["falcon_samsum"], max_new_tokens=2
+    )
     assert all("stop_strings" not in call for call in calls)
 
 
@@ -111,10 +121,13 @@ def test_an_untrained_lora_adapter_changes_nothing(gpt2):
     model, tok = gpt2
     base = summarize(model, tok, PROMPTS, max_new_tokens=6)
     peft_model = get_peft_model(
-        model, LoraConfig(r=4, target_modules=["c_attn"], fan_in_fan_out=True, task_type="CAUSAL_LM")
+        model,
+        LoraConfig(r=4, target_modules=["c_attn"], fan_in_fan_out=True, task_type="CAUSAL_LM"),
     )
     try:
-        assert summarize(peft_model, tok, PROMPTS, max_new_tokens=6) == base  # LoRA's B starts at zero
+        assert (
+            summarize(peft_model, tok, PROMPTS, max_new_tokens=6) == base
+        )  # LoRA's B starts at zero
     finally:
         peft_model.unload()
 
@@ -133,7 +146,9 @@ def test_seq2seq_uses_the_encoder_and_right_padding(monkeypatch):
 def test_a_prompt_too_long_is_cut_from_the_left_and_the_others_are_kept(gpt2, monkeypatch):
     model, tok = gpt2
     context = max(len(tok(p)["input_ids"]) for p in PROMPTS[:2]) + 12
-    monkeypatch.setattr(model.config, "n_positions", context)  # a small context, so that one prompt overflows
+    monkeypatch.setattr(
+        model.config, "n_positions", context
+    )  # a small context, so that one prompt overflows
     long_prompt = TWEETSUMM.prompt(" ".join(DIALOGUES * 6))
     prompts = [PROMPTS[0], long_prompt, PROMPTS[1]]
     limit = context - 4
@@ -148,7 +163,9 @@ def test_a_prompt_too_long_is_cut_from_the_left_and_the_others_are_kept(gpt2, mo
     ]
     assert [out[0], out[2]] == expected and out[1]
     kept = calls[-1]["input_ids"][0].tolist()  # the longest prompt runs last
-    assert kept == tok(long_prompt)["input_ids"][-limit:]  # its end, with the summary header, survives
+    assert (
+        kept == tok(long_prompt)["input_ids"][-limit:]
+    )  # its end, with the summary header, survives
     assert tok.decode(kept).endswith("### Summary:")
 
 
@@ -166,7 +183,9 @@ def test_bad_arguments(gpt2):
         summarize(model, tok, "one prompt")
     with pytest.raises(ValueError, match="batch_size >= 1"):
         summarize(model, tok, ["a"], batch_size=0)
-    with pytest.raises(ValueError, match="max_new_tokens=2000 leaves no room for a prompt in 1024 tokens"):
+    with pytest.raises(
+        ValueError, match="max_new_tokens=2000 leaves no room for a prompt in 1024 tokens"
+    ):
         summarize(model, tok, ["a"], max_new_tokens=2000)
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -32,7 +32,9 @@ DIALOGUE = (
     "Customer: my account is linked to an old phone number, how do I move it to my new one?\n"
     "Agent: Hi, sorry about that! Please DM us your username and we will update the number."
 )
-SUMMARY = "Customer wants to link the account to a new phone number. Agent asks for the username by DM."
+SUMMARY = (
+    "Customer wants to link the account to a new phone number. Agent asks for the username by DM."
+)
 REFERENCES = [
     "Customer is asking to link the account to a new phone number instead of the old number. "
     "Agent asks to send the username by direct message to update the number.",
@@ -68,14 +70,25 @@ class Server:
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                server.hits.append({"path": self.path, "auth": self.headers["Authorization"], "body": body})
+                server.hits.append(
+                    {"path": self.path, "auth": self.headers["Authorization"], "body": body}
+                )
                 step = server.script.popleft() if server.script else err(418, "script exhausted")
                 if step["status"] == 200:
                     message = {"role": "assistant", "content": step["text"], "refusal": None}
-                    choice = {"index": 0, "finish_reason": "stop", "logprobs": None, "message": message}
+                    choice = {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "logprobs": None,
+                        "message": message,
+                    }
                     usage = {"prompt_tokens": step["in"], "completion_tokens": step["out"]}
                     payload = {"id": "c1", "object": "chat.completion", "created": int(time.time())}
-                    payload |= {"model": "m", "choices": [choice], "usage": usage | {"total_tokens": 0}}
+                    payload |= {
+                        "model": "m",
+                        "choices": [choice],
+                        "usage": usage | {"total_tokens": 0},
+                    }
                 else:
                     payload = {"error": {"message": step["message"], "type": "test", "code": None}}
                 data = json.dumps(payload).encode()
@@ -93,7 +106,15 @@ class Server:
 
 @pytest.fixture
 def server(monkeypatch):
-    for name in (*ENV, "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+    for name in (
+        *ENV,
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ):
         monkeypatch.delenv(name, raising=False)
     fake = Server()
     yield fake
@@ -104,7 +125,9 @@ def server(monkeypatch):
 @pytest.fixture
 def judge(server, tmp_path):
     cache = tmp_path / "judgments"
-    return LLMJudge("judge-model", server.base_url, KEY, max_retries=2, timeout=5.0, cache_dir=cache)
+    return LLMJudge(
+        "judge-model", server.base_url, KEY, max_retries=2, timeout=5.0, cache_dir=cache
+    )
 
 
 def items(*summaries: str) -> list[dict]:
@@ -122,7 +145,12 @@ def test_rubrics_are_data_with_the_documents_criteria():
     tweetsumm, quality = RUBRICS["tweetsumm"], RUBRICS["summary_quality"]
     assert [c.name for c in tweetsumm.criteria] == ["customer", "agent", "two_sentences"]
     assert all(c.scale == (0, 1) for c in tweetsumm.criteria)
-    assert [c.name for c in quality.criteria] == ["relevance", "coherence", "consistency", "fluency"]
+    assert [c.name for c in quality.criteria] == [
+        "relevance",
+        "coherence",
+        "consistency",
+        "fluency",
+    ]
     assert all(c.scale == (1, 5) for c in quality.criteria)
     with pytest.raises(ValueError, match="unknown rubric"):
         grade_many(OfflineJudge(), "nope", [])
@@ -133,7 +161,12 @@ def test_valid_reply_is_parsed_and_the_request_is_strict_json(server, judge):
     row = grade(judge)
     assert not row["failed"] and row["reason"].startswith("customer: customer checked.")
     assert [row[c] for c in ("customer", "agent", "two_sentences", "total")] == [1, 0, 1, 2]
-    assert (row["input_tokens"], row["output_tokens"], row["retries"], row["cached"]) == (123, 45, 0, False)
+    assert (row["input_tokens"], row["output_tokens"], row["retries"], row["cached"]) == (
+        123,
+        45,
+        0,
+        False,
+    )
     [hit] = server.hits
     assert hit["path"] == "/v1/chat/completions" and hit["auth"] == f"Bearer {KEY}"
     body = hit["body"]
@@ -141,7 +174,10 @@ def test_valid_reply_is_parsed_and_the_request_is_strict_json(server, judge):
     fmt = body["response_format"]
     assert fmt["type"] == "json_schema" and fmt["json_schema"]["strict"] is True
     schema = fmt["json_schema"]["schema"]
-    assert schema["required"] == ["customer", "agent", "two_sentences"] and not schema["additionalProperties"]
+    assert (
+        schema["required"] == ["customer", "agent", "two_sentences"]
+        and not schema["additionalProperties"]
+    )
     assert schema["$defs"]["agent"]["properties"]["score"]["enum"] == [0, 1]
     assert body["messages"][0]["role"] == "system" and SUMMARY in body["messages"][1]["content"]
 
@@ -164,15 +200,29 @@ def test_two_invalid_replies_fail_and_are_counted_never_zero(server, judge):
     df = grade_many(judge, "tweetsumm", items("first summary.", "second summary."), workers=1)
     assert list(df["id"]) == ["d0", "d1"] and list(df["failed"]) == [True, False]
     assert all(pd.isna(df.loc[0, c]) for c in ("customer", "agent", "two_sentences", "total"))
-    assert df.loc[0, "reason"] == "invalid reply twice: agent: Field required; two_sentences: Field required"
-    assert "agent: score: Input should be 0 or 1" in server.hits[1]["body"]["messages"][-1]["content"]
+    assert (
+        df.loc[0, "reason"]
+        == "invalid reply twice: agent: Field required; two_sentences: Field required"
+    )
+    assert (
+        "agent: score: Input should be 0 or 1" in server.hits[1]["body"]["messages"][-1]["content"]
+    )
     totals = summarize_grades(df, "tweetsumm")
-    assert (totals["graded"], totals["failed"], totals["total"], totals["max_total"]) == (1, 1, 2, 3)
+    assert (totals["graded"], totals["failed"], totals["total"], totals["max_total"]) == (
+        1,
+        1,
+        2,
+        3,
+    )
     assert totals["criteria"] == {"customer": 1, "agent": 1, "two_sentences": 0}
     assert totals["criteria_max"] == {"customer": 1, "agent": 1, "two_sentences": 1}
-    assert totals["input_tokens"] == 300 and totals["cost_usd"] is None  # a local judge has no price
+    assert (
+        totals["input_tokens"] == 300 and totals["cost_usd"] is None
+    )  # a local judge has no price
     line = report(totals)
-    assert "graded 1, failed 1 (failures are not scored)" in line and "judge-model @ 127.0.0.1" in line
+    assert (
+        "graded 1, failed 1 (failures are not scored)" in line and "judge-model @ 127.0.0.1" in line
+    )
 
 
 def test_rate_limit_is_retried_by_the_sdk_and_counted(server, judge):
@@ -185,11 +235,18 @@ def test_server_errors_past_the_sdk_retries_fail_are_counted_and_not_cached(serv
     server.script.extend([err(500)] * 3 + [reply()])
     df = grade_many(judge, "tweetsumm", items(SUMMARY))
     row = df.iloc[0]
-    assert row["failed"] and row["reason"].startswith("InternalServerError") and pd.isna(row["total"])
+    assert (
+        row["failed"] and row["reason"].startswith("InternalServerError") and pd.isna(row["total"])
+    )
     assert row["retries"] == 2 and len(server.hits) == 3  # the first try and max_retries=2 more
     totals = summarize_grades(df, "tweetsumm")
-    assert (totals["failed"], totals["graded"], totals["max_total"], totals["retries"]) == (1, 0, 0, 2)
-    assert list(judge.cache_dir.glob("*")) == []
+    assert (totals["failed"], totals["graded"], totals["max_total"], totals["retries"]) == (
+        1,
+        0,
+        0,
+        2,
+    )
+    assert list(judge.cache.folder.glob("*")) == []
     assert not grade(judge)["failed"] and len(server.hits) == 4  # a failure is tried again next run
 
 
@@ -201,9 +258,13 @@ def test_cache_makes_a_second_run_send_nothing(server, judge, tmp_path):
     assert len(server.hits) == 2 and again["cached"].all() and not first["cached"].any()
     assert list(again["total"]) == list(first["total"]) == [3, 2]
     assert summarize_grades(again, "tweetsumm")["input_tokens"] == 0
-    other = LLMJudge(model="other", base_url=judge.base_url, api_key=KEY, cache_dir=judge.cache_dir)
+    other = LLMJudge(
+        model="other", base_url=judge.base_url, api_key=KEY, cache_dir=judge.cache.folder
+    )
     server.script.append(reply())
-    assert not grade(other, summaries[0])["cached"] and len(server.hits) == 3  # the judge model is in the key
+    assert (
+        not grade(other, summaries[0])["cached"] and len(server.hits) == 3
+    )  # the judge model is in the key
 
 
 def test_key_never_leaks(server, judge, capsys, monkeypatch):
@@ -218,16 +279,21 @@ def test_key_never_leaks(server, judge, capsys, monkeypatch):
         *capsys.readouterr(),
         repr(judge),
         chosen.label,
-        *(p.read_text() for p in judge.cache_dir.glob("*")),
+        *(p.read_text() for p in judge.cache.folder.glob("*")),
     ]
     assert all(KEY not in text for text in texts)
-    assert judge.secret == KEY and chosen.secret == KEY and OfflineJudge().secret is None
+    assert judge.api_key == KEY and chosen.api_key == KEY and OfflineJudge().api_key is None
     assert all(hit["auth"] == f"Bearer {KEY}" for hit in server.hits)
 
 
 def test_empty_summary_scores_the_minimum_without_a_request(server, judge):
     row = grade(judge, "   ")
-    assert not row["failed"] and row["total"] == 0 and row["reason"] == "empty summary" and server.hits == []
+    assert (
+        not row["failed"]
+        and row["total"] == 0
+        and row["reason"] == "empty summary"
+        and server.hits == []
+    )
 
 
 def test_choose_judge_follows_the_environment(monkeypatch, capsys):
@@ -238,7 +304,11 @@ def test_choose_judge_follows_the_environment(monkeypatch, capsys):
     monkeypatch.setenv("TUTORLIB_JUDGE_BASE_URL", "http://user:pw@localhost:11434/v1")
     monkeypatch.setenv("TUTORLIB_JUDGE_MODEL", "qwen")
     local = choose_judge()
-    assert isinstance(local, LLMJudge) and local.label == "qwen @ localhost:11434" and local.secret is None
+    assert (
+        isinstance(local, LLMJudge)
+        and local.label == "qwen @ localhost:11434"
+        and local.api_key is None
+    )
     assert "base URL" in capsys.readouterr().out
     choose_judge(verbose=False)
     assert capsys.readouterr().out == ""
@@ -257,18 +327,26 @@ def test_llm_judge_settings_label_and_price(monkeypatch, tmp_path):
 
 def test_offline_judge_is_a_labelled_overlap_proxy():
     judge = OfflineJudge(threshold=0.3)
-    assert "not GPT-4" in judge.label and judge.secret is None
+    assert "not GPT-4" in judge.label and judge.api_key is None
     good = "Customer wants to link the account to a new phone number. Agent asks for the username by direct message."
     off_topic = "Customer loves the playlist feature. Agent recommends a podcast about cooking. <END_OF_SECOND_SENTENCE>"
     mixed = "Customer wants a new phone number on the account. Agent talks about the weather. It is sunny."
     df = grade_many(judge, "tweetsumm", items(good, off_topic, mixed))
-    assert df[["customer", "agent", "two_sentences"]].values.tolist() == [[1, 1, 1], [0, 0, 1], [1, 0, 0]]
+    assert df[["customer", "agent", "two_sentences"]].values.tolist() == [
+        [1, 1, 1],
+        [0, 0, 1],
+        [1, 0, 0],
+    ]
     assert grade_many(OfflineJudge(threshold=0.9), "tweetsumm", items(good))["customer"][0] == 0
-    no_refs = grade_many(judge, "tweetsumm", [{"dialogue": DIALOGUE, "summary": good, "references": [" "]}])
+    no_refs = grade_many(
+        judge, "tweetsumm", [{"dialogue": DIALOGUE, "summary": good, "references": [" "]}]
+    )
     assert no_refs["failed"][0] and "reference" in no_refs["reason"][0]
     totals = summarize_grades(df, "tweetsumm")
     assert totals["cost_usd"] == 0.0 and totals["judge"] == judge.label
-    quality = grade_many(judge, "summary_quality", items(good, off_topic))  # counted as failed, never zero
+    quality = grade_many(
+        judge, "summary_quality", items(good, off_topic)
+    )  # counted as failed, never zero
     assert quality["failed"].all() and "needs an LLM judge" in quality["reason"][0]
     assert summarize_grades(quality, "summary_quality")["graded"] == 0
     with pytest.raises(ValueError, match="threshold"):
@@ -289,10 +367,16 @@ def test_offline_proxy_tells_matching_from_mismatched_real_summaries():
     convs = []
     for line in (REALDATA / "tweetsumm.valid.annotations.jsonl").read_text().splitlines():
         convs.append(
-            [" ".join(a["abstractive"]) for a in json.loads(line)["annotations"] if a["abstractive"]]
+            [
+                " ".join(a["abstractive"])
+                for a in json.loads(line)["annotations"]
+                if a["abstractive"]
+            ]
         )
     judge, rubric = OfflineJudge(), RUBRICS["tweetsumm"]
-    matched = sum(judge.grade(rubric, "", refs[0], refs[1:])["customer"] for refs in convs if len(refs) > 1)
+    matched = sum(
+        judge.grade(rubric, "", refs[0], refs[1:])["customer"] for refs in convs if len(refs) > 1
+    )
     mismatched = sum(
         judge.grade(rubric, "", a[0], b)["customer"] for a, b in zip(convs, convs[1:], strict=False)
     )

@@ -16,7 +16,14 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from tutorlib import paths, results
-from tutorlib.__main__ import _REPO_LINE_RE, INDEX_END, INDEX_START, SETUP_CELL, main, repository_url
+from tutorlib.__main__ import (
+    _REPO_LINE_RE,
+    INDEX_END,
+    INDEX_START,
+    SETUP_CELL,
+    main,
+    repository_url,
+)
 
 FORK = "https://github.com/me/fork"
 OLD = "[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://example.org/old)"
@@ -24,7 +31,9 @@ OLD = "[![Open In Colab](https://colab.research.google.com/assets/colab-badge.sv
 
 def _home(tmp_path, monkeypatch, readme=f"intro\n{INDEX_START}\nstale\n{INDEX_END}\noutro\n"):
     (tmp_path / "notebooks").mkdir()
-    (tmp_path / "pyproject.toml").write_text('[tool.tutorlib]\nrepository = "https://github.com/a/b/"\n')
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.tutorlib]\nrepository = "https://github.com/a/b/"\n'
+    )
     (tmp_path / "README.md").write_text(readme)
     monkeypatch.setenv("TUTORLIB_HOME", str(tmp_path))
     monkeypatch.delenv("TUTORLIB_REPO", raising=False)
@@ -63,9 +72,12 @@ def test_index_rewrites_copies_of_the_course_notebooks_and_is_idempotent(tmp_pat
         assert _lesson_cells(path) == _lesson_cells(original)  # nothing else changed
     text = (tmp_path / "README.md").read_text(encoding="utf-8")
     block = text.split(INDEX_START)[1].split(INDEX_END)[0]
-    assert [line[:4] for line in block.strip().splitlines()[2:]] == [f"| {p.name[:2]}" for p in copies]
+    assert [line[:4] for line in block.strip().splitlines()[2:]] == [
+        f"| {p.name[:2]}" for p in copies
+    ]
     assert all(
-        f"(notebooks/{p.name})" in block and f"github/me/fork/blob/main/notebooks/{p.name})" in block
+        f"(notebooks/{p.name})" in block
+        and f"github/me/fork/blob/main/notebooks/{p.name})" in block
         for p in copies
     )
     assert text.split(INDEX_START)[0] == readme.split(INDEX_START)[0]
@@ -91,9 +103,15 @@ def test_index_adds_a_set_up_cell_rather_than_overwrite_a_lesson_cell(tmp_path, 
         "github/a/b/blob/main/notebooks/01_demo.ipynb)" in nb.cells[0].source
         and "example.org" not in nb.cells[0].source
     )
-    assert [c.source for c in nb.cells[1:]] == [SETUP_CELL.format(repo="https://github.com/a/b"), "x = 1"]
+    assert [c.source for c in nb.cells[1:]] == [
+        SETUP_CELL.format(repo="https://github.com/a/b"),
+        "x = 1",
+    ]
     readme = (tmp_path / "README.md").read_text()
-    assert "stale" not in readme and "| 01 | [Demo lesson](notebooks/01_demo.ipynb) | T4 | 5 min |" in readme
+    assert (
+        "stale" not in readme
+        and "| 01 | [Demo lesson](notebooks/01_demo.ipynb) | T4 | 5 min |" in readme
+    )
     assert readme.startswith("intro\n") and readme.endswith("outro\n")
 
 
@@ -134,7 +152,9 @@ def _fake_runs(monkeypatch, pip_result=0):
         if cmd[0] == "git":
             Path(cmd[-1]).mkdir()
             shutil.copy(paths.root() / "colab_setup.py", cmd[-1])
-        return subprocess.CompletedProcess(cmd, 0 if cmd[0] == "git" else pip_result, "", "pip says why")
+        return subprocess.CompletedProcess(
+            cmd, 0 if cmd[0] == "git" else pip_result, "", "pip says why"
+        )
 
     monkeypatch.setattr(subprocess, "run", run)
     return calls
@@ -142,13 +162,17 @@ def _fake_runs(monkeypatch, pip_result=0):
 
 def test_set_up_cell_does_nothing_outside_colab(tmp_path, monkeypatch):
     monkeypatch.delitem(sys.modules, "google.colab", raising=False)
-    monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("ran a command outside Colab"))
+    monkeypatch.setattr(
+        subprocess, "run", lambda *a, **k: pytest.fail("ran a command outside Colab")
+    )
     path = list(sys.path)
     _setup(tmp_path, monkeypatch, FORK, colab=False)
     assert sys.path == path
 
 
-def test_set_up_cell_clones_without_prompting_and_installs_keeping_torch_and_the_kernel(tmp_path, monkeypatch, capsys):
+def test_set_up_cell_clones_without_prompting_and_installs_keeping_torch_and_the_kernel(
+    tmp_path, monkeypatch, capsys
+):
     calls = _fake_runs(monkeypatch)
     _setup(tmp_path, monkeypatch, FORK)
     course = str(tmp_path / "course")
@@ -158,22 +182,39 @@ def test_set_up_cell_clones_without_prompting_and_installs_keeping_torch_and_the
     ]
     assert calls[0][1]["env"]["GIT_TERMINAL_PROMPT"] == "0" and sys.path[0] == course
     pins = Path("/tmp/colab-kept.txt").read_text().splitlines()
-    assert f"torch=={metadata.version('torch')}" in pins and f"numpy=={metadata.version('numpy')}" in pins
+    assert (
+        f"torch=={metadata.version('torch')}" in pins
+        and f"numpy=={metadata.version('numpy')}" in pins
+    )
     assert "installed or upgraded: nothing" in capsys.readouterr().out
 
 
-def test_set_up_cell_stops_for_a_restart_when_an_imported_package_was_upgraded(tmp_path, monkeypatch, capsys):
+def test_set_up_cell_stops_for_a_restart_when_an_imported_package_was_upgraded(
+    tmp_path, monkeypatch, capsys
+):
     (tmp_path / "course").mkdir()
     shutil.copy(paths.root() / "colab_setup.py", tmp_path / "course")
     _fake_runs(monkeypatch)
     never_imported = "course-only-package"  # a new install that no test has imported
-    installs = iter([{"pyarrow": "18.1.0", "rouge-score": "0.1.2"},
-                     {"pyarrow": "21.0.0", "rouge-score": "0.1.2", never_imported: "1.0"}])
-    monkeypatch.setattr(metadata, "distributions", lambda: [
-        types.SimpleNamespace(metadata={"Name": n}, version=v) for n, v in next(installs).items()])
+    installs = iter(
+        [
+            {"pyarrow": "18.1.0", "rouge-score": "0.1.2"},
+            {"pyarrow": "21.0.0", "rouge-score": "0.1.2", never_imported: "1.0"},
+        ]
+    )
+    monkeypatch.setattr(
+        metadata,
+        "distributions",
+        lambda: [
+            types.SimpleNamespace(metadata={"Name": n}, version=v)
+            for n, v in next(installs).items()
+        ],
+    )
     import pyarrow  # noqa: F401 - Colab's kernel has it in memory before the set-up cell runs
 
-    with pytest.raises(RuntimeError, match=r"Restart needed: pyarrow were imported before the upgrade"):
+    with pytest.raises(
+        RuntimeError, match=r"Restart needed: pyarrow were imported before the upgrade"
+    ):
         _setup(tmp_path, monkeypatch, FORK)
     assert f"pyarrow 18.1.0 -> 21.0.0, {never_imported} new -> 1.0" in capsys.readouterr().out
 
@@ -192,12 +233,16 @@ def test_set_up_cell_shows_pip_output_when_the_install_fails(tmp_path, monkeypat
     (tmp_path / "course").mkdir()  # already cloned: only pip runs
     shutil.copy(paths.root() / "colab_setup.py", tmp_path / "course")
     _fake_runs(monkeypatch, pip_result=1)
-    with pytest.raises(RuntimeError, match=r"set-up failed: `\S+ -m pip install -q -c \S+ -e \S+course`"):
+    with pytest.raises(
+        RuntimeError, match=r"set-up failed: `\S+ -m pip install -q -c \S+ -e \S+course`"
+    ):
         _setup(tmp_path, monkeypatch, FORK)
     assert "pip says why" in capsys.readouterr().out
 
 
-def test_run_executes_in_order_in_the_notebook_folder_and_prints_the_results(tmp_path, monkeypatch, capsys):
+def test_run_executes_in_order_in_the_notebook_folder_and_prints_the_results(
+    tmp_path, monkeypatch, capsys
+):
     folder = _home(tmp_path, monkeypatch)
     monkeypatch.setenv("TUTORLIB_RUNS", str(tmp_path / "runs"))
     _write(folder, "01_a.ipynb", new_code_cell("open('order.txt', 'w').write('a')"))
@@ -209,10 +254,16 @@ def test_run_executes_in_order_in_the_notebook_folder_and_prints_the_results(tmp
     executed = nbformat.read(tmp_path / "runs" / "02_b.ipynb", as_version=4)
     assert executed.cells[0].outputs[0]["text"] == "hello\n"
     out = capsys.readouterr().out
-    assert "[1/2] 01_a.ipynb" in out and "[2/2] 02_b.ipynb" in out and re.search(r"demo +rouge1 0.5", out)
+    assert (
+        "[1/2] 01_a.ipynb" in out
+        and "[2/2] 02_b.ipynb" in out
+        and re.search(r"demo +rouge1 0.5", out)
+    )
 
 
-def test_run_names_the_failing_cell_keeps_the_copy_and_survives_a_broken_table(tmp_path, monkeypatch, capsys):
+def test_run_names_the_failing_cell_keeps_the_copy_and_survives_a_broken_table(
+    tmp_path, monkeypatch, capsys
+):
     folder = _home(tmp_path, monkeypatch)
     monkeypatch.setenv("TUTORLIB_RUNS", str(tmp_path / "runs"))
     path = _write(

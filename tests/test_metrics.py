@@ -54,7 +54,9 @@ def test_interval_contains_the_score_and_is_reproducible():
     assert table["score"].to_dict() == pytest.approx(metrics.rouge(preds, refs))
     assert ((table["low"] <= table["score"]) & (table["score"] <= table["high"])).all()
     assert (table["low"] < table["high"]).all()
-    assert table.equals(metrics.rouge_with_ci(preds, refs, n_boot=300))  # the seed fixes the resamples
+    assert table.equals(
+        metrics.rouge_with_ci(preds, refs, n_boot=300)
+    )  # the seed fixes the resamples
 
 
 @pytest.mark.parametrize(
@@ -104,8 +106,12 @@ def test_sentences(text, expected):
 def test_sentences_agree_with_the_tweetsumm_annotators():
     agree = total = 0
     for line in (REALDATA / "tweetsumm.valid.annotations.jsonl").read_text().splitlines():
-        for parts in (a["abstractive"] for a in json.loads(line)["annotations"] if a["abstractive"]):
+        for parts in (
+            a["abstractive"] for a in json.loads(line)["annotations"] if a["abstractive"]
+        ):
             got = metrics.sentences(" ".join(parts))
             agree += len(got) == len(parts) and got[0] == " ".join(parts[0].split())
             total += 1
-    assert total > 300 and agree / total > 0.97  # the rest are annotator slots holding two sentences
+    assert (
+        total > 300 and agree / total > 0.97
+    )  # the rest are annotator slots holding two sentences

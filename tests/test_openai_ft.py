@@ -17,36 +17,68 @@ from tutorlib import openai_ft
 MODEL = "gpt-4o-mini-2024-07-18"
 
 
-def _example(dialogue: str = "Customer: my order is late\nAgent: sorry, DM us", summary: str = "Late order.") -> dict:
-    return {"messages": [{"role": "system", "content": "Summarize the conversation."},
-                         {"role": "user", "content": dialogue}, {"role": "assistant", "content": summary}]}
+def _example(
+    dialogue: str = "Customer: my order is late\nAgent: sorry, DM us", summary: str = "Late order."
+) -> dict:
+    return {
+        "messages": [
+            {"role": "system", "content": "Summarize the conversation."},
+            {"role": "user", "content": dialogue},
+            {"role": "assistant", "content": summary},
+        ]
+    }
 
 
 def _write(path, rows) -> None:
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8")
+    path.write_text(
+        "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8"
+    )
 
 
-def test_check_names_each_problem_with_its_line_and_counts_the_valid_examples(tmp_path, monkeypatch):
-    monkeypatch.setattr(openai_ft, "_encoder", lambda model: None)  # tiktoken's files are a download
+def test_check_names_each_problem_with_its_line_and_counts_the_valid_examples(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(
+        openai_ft, "_encoder", lambda model: None
+    )  # tiktoken's files are a download
     bad_role = _example()
     bad_role["messages"][1]["role"] = "customer"
     empty = _example(summary="  ")
     ends_with_user = {"messages": _example()["messages"][:2]}
-    rows = [_example()] * 9 + ["{not json", bad_role, empty, ends_with_user, {"prompt": "x"}, "", _example()]
+    rows = [_example()] * 9 + [
+        "{not json",
+        bad_role,
+        empty,
+        ends_with_user,
+        {"prompt": "x"},
+        "",
+        _example(),
+    ]
     _write(path := tmp_path / "train.jsonl", rows)
     report = openai_ft.check(path, MODEL)
     lines = dict(report.problems)
-    assert set(lines) == {10, 11, 12, 13, 14}  # the blank line 15 is neither a problem nor an example
+    assert set(lines) == {
+        10,
+        11,
+        12,
+        13,
+        14,
+    }  # the blank line 15 is neither a problem nor an example
     assert "not JSON" in lines[10] and "role 'customer'" in lines[11] and "empty" in lines[12]
     assert "expected the assistant's answer" in lines[13] and "'messages'" in lines[14]
-    assert report.examples == 10 and len(report.tokens) == 10 and report.approximate and not report.ok
+    assert (
+        report.examples == 10 and len(report.tokens) == 10 and report.approximate and not report.ok
+    )
     assert "line 11:" in str(report)
 
 
 def test_too_few_examples_and_an_example_over_the_limit_are_problems(tmp_path, monkeypatch):
     monkeypatch.setattr(openai_ft, "_encoder", lambda model: None)
     monkeypatch.setitem(openai_ft.TRAINING, MODEL, (3.0, 40))
-    _write(path := tmp_path / "train.jsonl", [_example()] * 3 + [_example("Customer: " + "word " * 100)])
+    _write(
+        path := tmp_path / "train.jsonl",
+        [_example()] * 3 + [_example("Customer: " + "word " * 100)],
+    )
     report = openai_ft.check(path, MODEL)
     assert [n for n, _ in report.problems] == [4, 0]
     assert "more than" in report.problems[0][1] and "at least 10" in report.problems[1][1]
@@ -84,14 +116,34 @@ class _FakeOpenAI(BaseHTTPRequestHandler):
         server, body = self.server, self.rfile.read(int(self.headers["content-length"]))
         if self.path == "/v1/files":
             server.uploads.append(body)
-            self._reply(200, {"id": f"file-{len(server.uploads)}", "object": "file", "bytes": len(body),
-                              "created_at": 0, "filename": "train.jsonl", "purpose": "fine-tune", "status": "processed"})
+            self._reply(
+                200,
+                {
+                    "id": f"file-{len(server.uploads)}",
+                    "object": "file",
+                    "bytes": len(body),
+                    "created_at": 0,
+                    "filename": "train.jsonl",
+                    "purpose": "fine-tune",
+                    "status": "processed",
+                },
+            )
         elif self.path == "/v1/fine_tuning/jobs":
             asked = json.loads(body)
-            job = {"id": f"ftjob-{len(server.jobs) + 1}", "object": "fine_tuning.job", "model": asked["model"],
-                   "status": "validating_files", "training_file": asked["training_file"], "created_at": 0,
-                   "metadata": asked.get("metadata"), "fine_tuned_model": None, "organization_id": "org",
-                   "result_files": [], "seed": 1, "hyperparameters": {"n_epochs": "auto"}}
+            job = {
+                "id": f"ftjob-{len(server.jobs) + 1}",
+                "object": "fine_tuning.job",
+                "model": asked["model"],
+                "status": "validating_files",
+                "training_file": asked["training_file"],
+                "created_at": 0,
+                "metadata": asked.get("metadata"),
+                "fine_tuned_model": None,
+                "organization_id": "org",
+                "result_files": [],
+                "seed": 1,
+                "hyperparameters": {"n_epochs": "auto"},
+            }
             server.jobs.append(job)
             if server.lose_next_reply:  # the job exists, but the client never hears of it
                 server.lose_next_reply = False
@@ -101,9 +153,16 @@ class _FakeOpenAI(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802
         url = urlsplit(self.path)
-        wanted = {re.sub(r"^metadata\[(.*)\]$", r"\1", k): v[0] for k, v in parse_qs(url.query).items()
-                  if k.startswith("metadata[")}
-        found = [j for j in self.server.jobs if all((j["metadata"] or {}).get(k) == v for k, v in wanted.items())]
+        wanted = {
+            re.sub(r"^metadata\[(.*)\]$", r"\1", k): v[0]
+            for k, v in parse_qs(url.query).items()
+            if k.startswith("metadata[")
+        }
+        found = [
+            j
+            for j in self.server.jobs
+            if all((j["metadata"] or {}).get(k) == v for k, v in wanted.items())
+        ]
         self._reply(200, {"object": "list", "data": found[::-1], "has_more": False})
 
 
@@ -117,15 +176,21 @@ def server():
 
 
 def _client(server) -> openai.OpenAI:
-    return openai.OpenAI(api_key="sk-test", base_url=f"http://127.0.0.1:{server.server_port}/v1", max_retries=0)
+    return openai.OpenAI(
+        api_key="sk-test", base_url=f"http://127.0.0.1:{server.server_port}/v1", max_retries=0
+    )
 
 
 def test_a_rerun_reuses_the_upload_and_the_job(server, tmp_path):
     _write(path := tmp_path / "train.jsonl", [_example()] * 10)
-    first = openai_ft.submit(_client(server), path, MODEL, state := tmp_path / "job.json", suffix="course")
+    first = openai_ft.submit(
+        _client(server), path, MODEL, state := tmp_path / "job.json", suffix="course"
+    )
     again = openai_ft.submit(_client(server), path, MODEL, state, suffix="course")
     assert first == again == "ftjob-1"
-    assert len(server.uploads) == 1 and len(server.jobs) == 1 and b"Late order." in server.uploads[0]
+    assert (
+        len(server.uploads) == 1 and len(server.jobs) == 1 and b"Late order." in server.uploads[0]
+    )
     assert json.loads(state.read_text())["file_id"] == "file-1"
 
 
@@ -134,7 +199,9 @@ def test_a_job_whose_reply_was_lost_is_found_by_its_tag_and_not_created_twice(se
     server.lose_next_reply = True
     with pytest.raises(openai.InternalServerError):
         openai_ft.submit(_client(server), path, MODEL, state := tmp_path / "job.json")
-    assert "job_id" not in json.loads(state.read_text())  # the upload was saved before the job was asked for
+    assert "job_id" not in json.loads(
+        state.read_text()
+    )  # the upload was saved before the job was asked for
     assert openai_ft.submit(_client(server), path, MODEL, state) == "ftjob-1"
     assert len(server.uploads) == 1 and len(server.jobs) == 1
 

@@ -18,14 +18,16 @@ def _assert_png(name):
     assert data.startswith(PNG_MAGIC) and len(data) > 1000
 
 
-def _rec(configuration, total=None, customer=None, agent=None, two=None, failed=None):
-    """A results record as `results.load_records` returns it (only the keys the figures read)."""
-    scores = {} if failed else {"total": total, "customer": customer, "agent": agent, "two_sentences": two}
+def _rec(configuration, total=None, customer=None, agent=None, two=None, failed=None, n=50):
+    """A results record as `results.load_records` returns it (only the keys the figures read):
+    `n` summaries graded, one point per criterion each."""
+    scores = {"total": total, "customer": customer, "agent": agent, "two_sentences": two}
+    scores |= {"max_total": 3 * n, "graded": n}
     extra = {"configuration": configuration, **({"failed": failed} if failed else {})}
     name = configuration.lower().replace(" ", "_")
     return {
         "experiment": name,
-        "scores": scores,
+        "scores": {} if failed else scores,
         "extra": extra,
         "judge": "offline proxy",
         "profile": "smoke",
@@ -47,53 +49,71 @@ def _by_label(ax, label):
 
 
 def test_figure1_draws_totals_on_top_and_criteria_below_with_the_failed_run_dashed():
-    fig = plots.figure1(_records(), max_total=150, title="TWEETSUMM", save="figure1_test.png")
+    fig = plots.figure1(_records(), title="TWEETSUMM", save="figure1_test.png")
     assert isinstance(fig, Figure)
     top, bottom = fig.axes[:2]
     run = _by_label(top, "this run")
     assert len(run) == 4 and len(top.containers) == 1  # no reference: this run's bars only
     assert sum(len(c) for c in bottom.containers) == 12
-    assert [b.get_height() for b in run] == [2, 67, 150, 131]  # the failed bar spans the axis
+    heights = [b.get_height() for b in run]  # shares of 150 points; the failed run spans the axis
+    assert heights == pytest.approx([100 * 2 / 150, 100 * 67 / 150, 100, 100 * 131 / 150])
     assert not run[2].get_fill() and run[2].get_linestyle() == "--"
     assert run[1].get_fill() and run[1].get_linestyle() != "--"
     assert [list(c)[2].get_linestyle() for c in bottom.containers] == ["--"] * 3  # every criterion
     assert any(t.get_text() == "failed (OOM)" for t in top.texts)
+    written = [t.get_text() for t in top.texts]
+    assert "67 of 150" in written and "131 of 150" in written  # the raw points on each bar
     assert [t.get_text() for t in top.get_xticklabels()][2] == "Llama-2-7B full fine-tune"
     assert "judge: offline proxy" in fig.get_suptitle() and "profile: smoke" in fig.get_suptitle()
     _assert_png("figure1_test.png")
 
 
+def test_a_perfect_run_draws_as_high_as_a_perfect_document():
+    # The bug this guards against: this run's 12 of 12 drawn on the document's axis of 150.
+    reference = results.reference("000", "Table 1").copy()
+    reference.loc[reference.metric == "total", "value"] = 150.0
+    perfect = [_rec(c, 12, 4, 4, 4, n=4) for c in reference.configuration.unique()]
+    top = plots.figure1(perfect, reference, title="t").axes[0]
+    doc, run = _by_label(top, "document"), _by_label(top, "this run")
+    assert [b.get_height() for b in run] == [b.get_height() for b in doc] == [100.0] * len(doc)
+    assert "12 of 12" in [t.get_text() for t in top.texts]
+    assert "150 of 150" in [t.get_text() for t in top.texts]
+
+
 def test_figure1_draws_the_documents_totals_beside_this_runs():
-    small = [  # a smoke run grades a few summaries: its totals are out of 24, the document's out of 150
-        _rec("DistilGPT2 base", 1, 0, 0, 1),
-        _rec("DistilGPT2 full fine-tune", 9, 2, 3, 4),
+    small = [  # a smoke run grades a few summaries: its totals are out of 24, the document's 150
+        _rec("DistilGPT2 base", 1, 0, 0, 1, n=8),
+        _rec("DistilGPT2 full fine-tune", 9, 2, 3, 4, n=8),
         _rec("Llama-2-7B full fine-tune", failed="OOM"),
     ]
-    fig = plots.figure1(small, results.reference("000"), max_total=24, title="TWEETSUMM")
-    top = fig.axes[0]
+    fig = plots.figure1(small, results.reference("000"), title="TWEETSUMM")
+    top, bottom = fig.axes[:2]
     names = [t.get_text() for t in top.get_xticklabels()]
-    # The whole document: its Table 1 and 2 configurations, not the prose's repeats or its 20-epoch aside.
+    # The whole document: its Table 1 and 2 configurations, not the prose's repeats or its aside.
     assert len(names) == 8 and not any("20 epochs" in n for n in names)
     doc, run = _by_label(top, "document"), _by_label(top, "this run")
     assert len(doc) == len(run) == len(names)  # twice the bars: the document's beside this run's
     assert all(not b.get_fill() for b in doc)  # hollow: the document's, not this run's
     heights = dict(zip(names, [b.get_height() for b in doc], strict=True))
-    assert heights["DistilGPT2 LoRA\n(no record)"] == 58  # the document's bar stays without a record
-    assert heights["Llama-2-7B LoRA\n(no record)"] == 131
+    assert heights["DistilGPT2 LoRA\n(no record)"] == pytest.approx(100 * 58 / 150)
+    assert heights["Llama-2-7B LoRA\n(no record)"] == pytest.approx(100 * 131 / 150)
     assert run[names.index("DistilGPT2 LoRA\n(no record)")].get_height() == 0
-    assert run[names.index("DistilGPT2 full fine-tune")].get_height() == 9
-    assert top.get_ylim()[1] >= 131  # the axis reaches the document's largest total, not only this run's 24
+    assert run[names.index("DistilGPT2 full fine-tune")].get_height() == pytest.approx(100 * 9 / 24)
     failed = names.index("Llama-2-7B full fine-tune")
     assert doc[failed].get_linestyle() == run[failed].get_linestyle() == "--"  # failed in both
     assert doc[0].get_x() < run[0].get_x()  # side by side, the document's first
+    # The criteria below: the document's published points per criterion (43 of 50 two-sentence
+    # summaries for the full fine-tune) as the same share as this run's.
+    written = [t.get_text() for t in bottom.texts]
+    assert "43 of 50" in written and "4 of 8" in written
 
 
 def test_figure1_refuses_a_record_without_a_criterion_and_an_empty_figure():
     incomplete = _rec("x", 1, 1, None, 1)
     with pytest.raises(ValueError, match="no score 'agent'"):
-        plots.figure1([incomplete], max_total=150, title="t")
+        plots.figure1([incomplete], title="t")
     with pytest.raises(ValueError, match="at least one record"):
-        plots.figure1([], max_total=150, title="t")
+        plots.figure1([], title="t")
 
 
 def test_loss_curves_draw_this_runs_losses_solid_and_the_reference_dashed():
@@ -108,9 +128,13 @@ def test_loss_curves_draw_this_runs_losses_solid_and_the_reference_dashed():
     assert len(ax.lines) == 2
     assert list(ax.lines[0].get_ydata()) == [2.0, 1.5]
     _assert_png("loss_test.png")
-    with_ref = plots.loss_curves(history, [{"loss": 3.0, "step": 1}, {"loss": 2.5, "step": 2}], title="t")
+    with_ref = plots.loss_curves(
+        history, [{"loss": 3.0, "step": 1}, {"loss": 2.5, "step": 2}], title="t"
+    )
     assert [line.get_linestyle() for line in with_ref.axes[0].lines] == ["-", "-", "--"]
-    document = plots.loss_curves(history, results.reference("003", "Training log"), title="t").axes[0]
+    document = plots.loss_curves(history, results.reference("003", "Training log"), title="t").axes[
+        0
+    ]
     dashed = [line for line in document.lines if line.get_linestyle() == "--"]
     assert len(dashed) == 2 and all(len(line.get_xdata()) == 40 for line in dashed)
     assert list(dashed[1].get_xdata()[:2]) == [25, 50]
@@ -148,7 +172,10 @@ def test_histogram_draws_one_series_per_name_and_rejects_empty():
     )
     ax = fig.axes[0]
     assert len(ax.containers) == 2
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["a (n=4, median 2)", "b (n=2, median 6)"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "a (n=4, median 2)",
+        "b (n=2, median 6)",
+    ]
     _assert_png("h.png")
     with pytest.raises(ValueError, match="non-empty series"):
         plots.histogram({"a": []}, xlabel="x", title="t")

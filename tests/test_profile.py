@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import random
 
 import pytest
 import torch
 
+from tutorlib import env, models
 from tutorlib import profile as prof
 
 
@@ -27,16 +29,22 @@ def test_env_and_argument_choose_profile(monkeypatch):
 def test_full_profile_names_hub_ids_and_honours_overrides(monkeypatch):
     monkeypatch.setenv("TUTORLIB_MODEL_OVERRIDES", "llama-2-7b=someone/llama-2-7b-ungated")
     p = prof.detect("full")
-    assert p.model("flan-t5-base") == "google/flan-t5-base"
-    assert p.model("distilgpt2") == "distilbert/distilgpt2"
-    assert p.model("meta-llama/Llama-2-7b-hf") == "someone/llama-2-7b-ungated"
+    assert p.checkpoint("flan-t5-base") == "google/flan-t5-base"
+    assert p.checkpoint("distilgpt2") == "distilbert/distilgpt2"
+    assert p.checkpoint("meta-llama/Llama-2-7b-hf") == "someone/llama-2-7b-ungated"
     with pytest.raises(ValueError, match=r"unknown model 'gpt-5'.*distilgpt2"):
-        p.model("gpt-5")
+        p.checkpoint("gpt-5")
 
 
 @pytest.mark.parametrize(
     "value",
-    ["llama-2-7b", "llama-2-7b=", "=x/y", "llama-2-7b=a/b;phi-2=c/d", "llama-2-7b=a/b,meta-llama/Llama-2-7b-hf=c/d"],
+    [
+        "llama-2-7b",
+        "llama-2-7b=",
+        "=x/y",
+        "llama-2-7b=a/b;phi-2=c/d",
+        "llama-2-7b=a/b,meta-llama/Llama-2-7b-hf=c/d",
+    ],
 )
 def test_malformed_overrides_name_the_variable(monkeypatch, value):
     monkeypatch.setenv("TUTORLIB_MODEL_OVERRIDES", value)
@@ -53,24 +61,78 @@ def test_t5_never_gets_fp16():
     p = prof.Profile(name="full", device="cuda", dtype=torch.float16)
     assert p.dtype_for("google/flan-t5-base") == torch.float32
     assert p.dtype_for("distilgpt2") == torch.float16
-    assert p.train_args("flan-t5-base")["fp16"] is False and p.train_args("distilgpt2")["fp16"] is True
-    assert prof.Profile(name="full", device="cuda", dtype=torch.bfloat16).dtype_for("flan-t5-base") == torch.bfloat16
+    assert p.training("flan-t5-base")["fp16"] is False and p.training("distilgpt2")["fp16"] is True
+    assert (
+        prof.Profile(name="full", device="cuda", dtype=torch.bfloat16).dtype_for("flan-t5-base")
+        == torch.bfloat16
+    )
 
 
 def test_examples_cap_only_under_smoke():
     smoke, full = prof.detect("smoke"), prof.detect("full")
-    assert smoke.examples("test", 50) == prof.SMOKE_EXAMPLES["test"]
-    assert smoke.examples("train") == prof.SMOKE_EXAMPLES["train"]
+    assert smoke.examples("test", 50) == prof.SIZES["smoke"].examples["test"]
+    assert smoke.examples("train") == prof.SIZES["smoke"].examples["train"]
     assert full.examples("test", 50) == 50 and full.examples("train") is None
     with pytest.raises(ValueError, match="unknown split 'valid'"):
         full.examples("valid", 3)
 
 
-def test_train_args_shorten_smoke_and_set_precision():
-    smoke = prof.detect("smoke").train_args("distilgpt2")
+def test_training_shortens_smoke_and_sets_precision():
+    smoke = prof.detect("smoke").training("distilgpt2")
     assert smoke["max_steps"] > 0 and smoke["use_cpu"] is True and smoke["bf16"] is False
-    full = prof.Profile(name="full", device="cuda", dtype=torch.bfloat16).train_args("llama-2-7b")
-    assert full == {"bf16": True, "fp16": False, "report_to": "none", "disable_tqdm": False}
+    full = prof.Profile(name="full", device="cuda", dtype=torch.bfloat16).training("llama-2-7b")
+    assert full == {"bf16": True, "fp16": False}
+
+
+def test_steps_are_the_notebooks_within_the_profiles_sizes():
+    assert prof.detect("smoke").steps(200) == prof.SIZES["smoke"].training["max_steps"]
+    assert prof.detect("smoke").steps(5) == 5
+    assert prof.Profile(name="full", device="cuda", dtype=torch.float16).steps(200) == 200
+    capped = prof.Profile(name="full", device="cpu", dtype=torch.float32, max_steps=3)
+    assert capped.steps(200) == 3 and capped.training("distilgpt2")["max_steps"] == 3
+
+
+def test_a_plan_merges_document_profile_and_notebook_once_in_that_order():
+    smoke = prof.detect("smoke")
+    plan = smoke.plan("distilgpt2", "lora", max_steps=7, weight_decay=0.5)
+    document = models.spec("distilgpt2").training
+    assert plan.args["max_steps"] == 7 and plan.sources["max_steps"] == "notebook"
+    assert plan.args["weight_decay"] == 0.5 and plan.sources["weight_decay"] == "notebook"
+    smoke_lr = prof.SIZES["smoke"].training["learning_rate"]
+    assert plan.args["learning_rate"] == smoke_lr != document["learning_rate"]
+    assert plan.sources["learning_rate"] == "profile"
+    assert plan.args["num_train_epochs"] == document["num_train_epochs"]
+    assert plan.sources["num_train_epochs"] == "document"
+    assert plan.sources["report_to"] == "course"
+    table = plan.table()
+    assert table.loc["max_steps", "from"] == "notebook" and str(plan) in table.index.name
+    assert plan.dtype == torch.float32 and plan.checkpoint == smoke.checkpoint("distilgpt2")
+
+
+def test_a_plan_carries_the_documents_lora_and_quantization_fresh_each_time():
+    full = prof.Profile(name="full", device="cuda", dtype=torch.float16)
+    qlora = full.plan("llama-2-7b", "qlora")
+    assert qlora.lora is not qlora.lora and qlora.lora.r == 16 and qlora.lora.lora_alpha == 32
+    assert qlora.quantization.load_in_4bit and qlora.quantization.bnb_4bit_quant_type == "nf4"
+    assert qlora.quantization.bnb_4bit_compute_dtype == torch.float16  # the card's, not bf16
+    assert qlora.dtype == torch.float16 and qlora.args["fp16"] is True
+    assert full.plan("llama-2-7b", "lora-8bit").quantization.load_in_8bit
+    whole = full.plan("llama-2-7b")
+    assert whole.lora is None and whole.quantization is None and whole.dtype == torch.float32
+    adapters = full.plan("flan-t5-base", "lora")
+    assert (
+        adapters.args["learning_rate"] == models.spec("flan-t5-base").lora_training["learning_rate"]
+    )
+    with pytest.raises(ValueError, match=r"unknown method 'prefix'.*full, lora, lora-8bit, qlora"):
+        full.plan("distilgpt2", "prefix")
+
+
+def test_detect_leaves_the_environment_as_it_was(monkeypatch):
+    monkeypatch.delenv("TUTORLIB_PROFILE", raising=False)
+    before = dict(os.environ)
+    prof.detect("smoke")
+    prof.detect("full")
+    assert dict(os.environ) == before
 
 
 def test_seeding_repeats_draws():
@@ -83,16 +145,24 @@ def test_seeding_repeats_draws():
 
 def test_card_names_profile_device_dtype_and_versions():
     card = prof.detect("smoke").card()
-    for word in ("profile=smoke", "device=cpu", "dtype=float32", "transformers", "trl", "peft", "bitsandbytes"):
+    for word in (
+        "profile=smoke",
+        "device=cpu",
+        "dtype=float32",
+        "transformers",
+        "trl",
+        "peft",
+        "bitsandbytes",
+    ):
         assert word in card
     assert "\n" not in card
 
 
 def test_blank_secret_is_no_secret(monkeypatch):
     monkeypatch.setenv("HF_TOKEN", "   ")
-    assert prof.secret("HF_TOKEN") is None
+    assert env.secret("HF_TOKEN") is None
     monkeypatch.setenv("HF_TOKEN", " hf_abc ")
-    assert prof.secret("HF_TOKEN") == "hf_abc"
+    assert env.secret("HF_TOKEN") == "hf_abc"
 
 
 def test_hub_login_reads_env_and_never_prints_token(monkeypatch, capsys):

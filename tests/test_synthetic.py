@@ -26,7 +26,9 @@ def test_an_interrupted_run_resumes_and_makes_only_what_is_missing(tmp_path):
         synthetic.resumable(path, 6, interrupted)
     assert [json.loads(line)["index"] for line in path.read_text().splitlines()] == [0, 1, 2]
     rows = synthetic.resumable(path, 6, lambda i: asked.append(i) or _pair(i))
-    assert asked == [0, 1, 2, 3, 4, 5] and [r["summary"] for r in rows] == [f"Summary {i}." for i in range(6)]
+    assert asked == [0, 1, 2, 3, 4, 5] and [r["summary"] for r in rows] == [
+        f"Summary {i}." for i in range(6)
+    ]
     assert synthetic.resumable(path, 4, lambda i: pytest.fail("nothing is missing")) == rows[:4]
 
 
@@ -39,7 +41,9 @@ def test_failures_are_counted_and_retried_on_the_next_run(tmp_path):
             raise RuntimeError("rate limited")
         return {"dialogue": "no summary"} if i == 4 and calls.count(4) == 1 else _pair(i)
 
-    with pytest.warns(UserWarning, match=r"2 of 5 rows failed .*first: 2: RuntimeError: rate limited"):
+    with pytest.warns(
+        UserWarning, match=r"2 of 5 rows failed .*first: 2: RuntimeError: rate limited"
+    ):
         assert len(synthetic.resumable(path, 5, flaky)) == 3
     assert len(synthetic.resumable(path, 5, flaky)) == 5 and calls[5:] == [2, 4]
 
@@ -59,13 +63,23 @@ def test_a_line_cut_short_is_dropped_and_made_again(tmp_path):
 def test_the_filters_catch_every_planted_flaw_and_otherwise_only_chance_repeats():
     rows = [synthetic.template_pair(i) for i in range(40)]
     assert rows == [synthetic.template_pair(i) for i in range(40)]  # deterministic
-    items = [{"id": i, "dialogue": r["dialogue"], "summary": r["summary"]} for i, r in enumerate(rows)]
-    grades = grading.grade_many(grading.OfflineJudge(), "tweetsumm", items)  # no references: the dialogue
+    items = [
+        {"id": i, "dialogue": r["dialogue"], "summary": r["summary"]} for i, r in enumerate(rows)
+    ]
+    grades = grading.grade_many(
+        grading.OfflineJudge(), "tweetsumm", items
+    )  # no references: the dialogue
     judged_bad = set(grades.index[grades["total"] < 3])
     repeats = synthetic.near_duplicates([r["dialogue"] for r in rows], threshold=0.8)
     assert all(rows[j]["planted"] is None for j in repeats.values())
     planted = {i for i, r in enumerate(rows) if r["planted"]}
     assert planted <= judged_bad | set(repeats) and len(planted) == 12
-    for i in (judged_bad | set(repeats)) - planted:  # templates repeat themselves by chance: a word or two apart
-        assert i in repeats and len(set(rows[i]["dialogue"].split()) ^ set(rows[repeats[i]]["dialogue"].split())) <= 4
+    for i in (
+        judged_bad | set(repeats)
+    ) - planted:  # templates repeat themselves by chance: a word or two apart
+        assert (
+            i in repeats
+            and len(set(rows[i]["dialogue"].split()) ^ set(rows[repeats[i]]["dialogue"].split()))
+            <= 4
+        )
     assert synthetic.near_duplicates(["a b c d e", "a b c d e", "v w x y z"]) == {1: 0}

@@ -33,7 +33,9 @@ def test_the_four_documents_have_templates():
     assert all(t.name == name for name, t in TEMPLATES.items())
     assert TEMPLATES["tweetsumm"].end_marker == "<END_OF_SECOND_SENTENCE>"
     assert TEMPLATES["flan_t5"].seq2seq and not any(TEMPLATES[n].seq2seq for n in CAUSAL)
-    assert TEMPLATES["flan_t5"].instruction == "Summarize the following conversation."  # document 001's words
+    assert (
+        TEMPLATES["flan_t5"].instruction == "Summarize the following conversation."
+    )  # document 001's words
 
 
 @pytest.mark.parametrize("name", list(TEMPLATES))
@@ -44,7 +46,9 @@ def test_prompt_ends_with_the_summary_header_and_no_space(name):
     assert DIALOGUE.strip() in prompt and template.instruction in prompt
 
 
-@pytest.mark.parametrize(("name", "sections"), [("tweetsumm", "Conversation"), ("falcon_samsum", "Dialogue")])
+@pytest.mark.parametrize(
+    ("name", "sections"), [("tweetsumm", "Conversation"), ("falcon_samsum", "Dialogue")]
+)
 def test_the_documents_sections_in_order(name, sections):
     prompt = TEMPLATES[name].prompt(DIALOGUE)
     positions = [prompt.index(f"### {h}:") for h in ("Instruction", sections, "Summary")]
@@ -63,7 +67,9 @@ def test_prompt_rejects_an_empty_dialogue(bad):
 
 
 def test_completions():
-    assert TEMPLATES["tweetsumm"].completion(SUMMARY) == f" {CLEAN_SUMMARY} <END_OF_SECOND_SENTENCE>"
+    assert (
+        TEMPLATES["tweetsumm"].completion(SUMMARY) == f" {CLEAN_SUMMARY} <END_OF_SECOND_SENTENCE>"
+    )
     assert TEMPLATES["falcon_samsum"].completion(SUMMARY) == f" {CLEAN_SUMMARY}"
     assert TEMPLATES["phi2"].completion(SUMMARY) == f" {CLEAN_SUMMARY}"
     assert TEMPLATES["flan_t5"].completion(SUMMARY) == CLEAN_SUMMARY  # the decoder's target: bare
@@ -104,7 +110,10 @@ def test_cut_recovers_the_training_summary(name):
 # sentences and then mangled copies of the marker; a base model restarts the prompt.
 FEES = "Customer asks about fees. Agent says none apply."
 TWEETSUMM_CASES = [
-    (f' {FEES} <END_OF_SECOND_SENTENCE>\n<END_SENTENCE> <END_OF_SECOND_SENTENCE>>"") <END_OF_SECOND', FEES),
+    (
+        f' {FEES} <END_OF_SECOND_SENTENCE>\n<END_SENTENCE> <END_OF_SECOND_SENTENCE>>"") <END_OF_SECOND',
+        FEES,
+    ),
     (f" {FEES} <END_OF_SECOND_SENTENCE>\n<END_OF_FIRST_SENTENCE>", FEES),
     (f" {FEES} <END_SENTENCE> <END_OF_SECOND_SENTENCE>", FEES),
     (f" {FEES} <END_OF_SEC", FEES),
@@ -131,10 +140,17 @@ def test_tweetsumm_cut_on_generations(generated, expected):
 
 def test_other_templates_cut_at_a_restarted_prompt_or_a_marker():
     falcon, phi, flan = TEMPLATES["falcon_samsum"], TEMPLATES["phi2"], TEMPLATES["flan_t5"]
-    assert falcon.cut(" Amanda baked cookies.\n\n### Dialogue:\nAmanda: hi") == "Amanda baked cookies."
-    assert falcon.cut(" Amanda sends <file_photo> to Jerry <3") == "Amanda sends <file_photo> to Jerry <3"
+    assert (
+        falcon.cut(" Amanda baked cookies.\n\n### Dialogue:\nAmanda: hi") == "Amanda baked cookies."
+    )
+    assert (
+        falcon.cut(" Amanda sends <file_photo> to Jerry <3")
+        == "Amanda sends <file_photo> to Jerry <3"
+    )
     # DialogSum speaker tags (#Person1#) must survive; a new "Instruct:" turn must not.
-    assert phi.cut(" #Person1# asks the way.\nInstruct: Summarize this") == "#Person1# asks the way."
+    assert (
+        phi.cut(" #Person1# asks the way.\nInstruct: Summarize this") == "#Person1# asks the way."
+    )
     assert phi.cut(" #Person1# pays.<|endoftext|>Output: more") == "#Person1# pays."
     assert flan.cut("  #Person1# greets #Person2#. ") == "#Person1# greets #Person2#."
     assert (
@@ -149,8 +165,11 @@ def _records() -> Dataset:
     return Dataset.from_list(
         [
             {"id": "a", "dialogue": DIALOGUE, "summary": SUMMARY, "topic": "travel"},
-            {"id": "b", "dialogue": "Ann: hi\nBob: hello", "summary": "Ann and Bob greet.", "topic": "chat"},
+            {
+                "id": "b",
+                "dialogue": "Ann: hi\nBob: hello",
+                "summary": "Ann and Bob greet.",
+                "topic": "chat",
+            },
         ]
     )
-
-

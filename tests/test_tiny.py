@@ -18,9 +18,7 @@ from tutorlib.templates import TEMPLATES
 
 NAMES = list(models.MODELS)
 CAUSAL = [n for n in NAMES if not models.spec(n).seq2seq]
-TEXT = (
-    "Customer: my phone’s screen broke 😞 at 8:45!\nAgent: Sorry, Ann. DM us the order #A12 and we’ll fix it."
-)
+TEXT = "Customer: my phone’s screen broke 😞 at 8:45!\nAgent: Sorry, Ann. DM us the order #A12 and we’ll fix it."
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +36,11 @@ def _load(folders, name):
 def _linear_names(model):
     """Leaf names of the layers LoRA can target (`q_proj`, `c_attn`, ...)."""
     layers = (torch.nn.Linear, Conv1D)
-    return {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, layers)}
+    return {
+        name.rsplit(".", 1)[-1]
+        for name, module in model.named_modules()
+        if isinstance(module, layers)
+    }
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -52,7 +54,9 @@ def test_stand_in_is_the_real_architecture_at_toy_size(folders, name):
     expected = models.config(name, **models.spec(name).tiny).to_dict()
     loaded = model.config.to_dict()
     ignored = {"vocab_size", "architectures", "dtype", "_name_or_path"}
-    changed = {k for k in expected.keys() | loaded.keys() if expected.get(k) != loaded.get(k)} - ignored
+    changed = {
+        k for k in expected.keys() | loaded.keys() if expected.get(k) != loaded.get(k)
+    } - ignored
     assert {k for k in changed if not k.endswith("_token_id")} == set()
     assert model.config.vocab_size == len(tok) <= 3000
     counted = sum(p.numel() for p in models.on_meta(model.config).parameters())
@@ -72,7 +76,9 @@ def test_t5_stand_in_has_its_own_lm_head_like_flan_t5(folders):
     t5, _ = _load(folders, "flan-t5-base")
     assert t5.lm_head.weight.data_ptr() != t5.shared.weight.data_ptr()
     assert not torch.equal(t5.lm_head.weight, t5.shared.weight)
-    assert t5.config.is_gated_act and t5.config.decoder_start_token_id == t5.config.pad_token_id == 0
+    assert (
+        t5.config.is_gated_act and t5.config.decoder_start_token_id == t5.config.pad_token_id == 0
+    )
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -81,16 +87,32 @@ def test_tokenizer_round_trips_with_the_family_special_tokens(folders, name):
     ids = tok(TEXT).input_ids
     assert tok.decode(ids, skip_special_tokens=True) == TEXT
     assert tok.unk_token_id is None or tok.unk_token_id not in ids
-    assert (model.config.eos_token_id, model.config.pad_token_id) == (tok.eos_token_id, tok.pad_token_id)
+    assert (model.config.eos_token_id, model.config.pad_token_id) == (
+        tok.eos_token_id,
+        tok.pad_token_id,
+    )
     family = models.spec(name).family
     if family in ("gpt2", "phi", "falcon"):
-        assert tok.eos_token == "<|endoftext|>" and tok.pad_token is None and tok.eos_token_id not in ids
+        assert (
+            tok.eos_token == "<|endoftext|>"
+            and tok.pad_token is None
+            and tok.eos_token_id not in ids
+        )
         assert tok.bos_token == (None if family == "falcon" else "<|endoftext|>")
     elif family == "llama":
-        assert (tok.unk_token_id, tok.bos_token_id, tok.eos_token_id) == (0, 1, 2) and tok.pad_token is None
+        assert (tok.unk_token_id, tok.bos_token_id, tok.eos_token_id) == (
+            0,
+            1,
+            2,
+        ) and tok.pad_token is None
         assert ids[0] == tok.bos_token_id and tok.eos_token_id not in ids
     else:
-        assert (tok.pad_token, tok.pad_token_id, tok.eos_token_id, tok.unk_token_id) == ("<pad>", 0, 1, 2)
+        assert (tok.pad_token, tok.pad_token_id, tok.eos_token_id, tok.unk_token_id) == (
+            "<pad>",
+            0,
+            1,
+            2,
+        )
         assert ids[-1] == tok.eos_token_id and ids.count(tok.eos_token_id) == 1
     assert tok.model_max_length == {"gpt2": 1024, "t5": 512}.get(family, 2048)
 
@@ -101,7 +123,12 @@ def test_template_headers_and_markers_are_whole_tokens(folders, template):
     # "one token per piece" is as few as they can be; without the templates in the corpus they split.
     tok = AutoTokenizer.from_pretrained(folders["llama-2-7b"])
     t = TEMPLATES[template]
-    pieces = [line for part in re.split(r"\{\w+\}", t.layout) for line in part.splitlines() if line.strip()]
+    pieces = [
+        line
+        for part in re.split(r"\{\w+\}", t.layout)
+        for line in part.splitlines()
+        if line.strip()
+    ]
     for text in pieces + [t.completion("x").removeprefix(" x")] * bool(t.end_marker):
         words = tok.backend_tokenizer.pre_tokenizer.pre_tokenize_str(text)
         assert len(tok.tokenize(text)) == len(words), (text, tok.tokenize(text))
@@ -114,7 +141,9 @@ def test_prompt_tokens_are_a_prefix_of_prompt_plus_completion(folders, name, tem
     tok = AutoTokenizer.from_pretrained(folders[name])
     t = TEMPLATES[template]
     prompt = tok(t.prompt(TEXT)).input_ids
-    full = tok(t.prompt(TEXT) + t.completion("Customer's screen broke. Agent will fix it.")).input_ids
+    full = tok(
+        t.prompt(TEXT) + t.completion("Customer's screen broke. Agent will fix it.")
+    ).input_ids
     assert full[: len(prompt)] == prompt and len(full) > len(prompt)
 
 
@@ -138,7 +167,9 @@ def test_training_lowers_the_loss_on_a_repeated_batch(folders, name):
 
 def test_second_build_is_a_cache_hit_named_after_the_model(folders, caplog):
     folder = folders["distilgpt2"]
-    assert folder.name.startswith("distilgpt2-") and folders["llama-2-7b"].name.startswith("llama-2-7b-")
+    assert folder.name.startswith("distilgpt2-") and folders["llama-2-7b"].name.startswith(
+        "llama-2-7b-"
+    )
     stamp = (folder / "model.safetensors").stat().st_mtime_ns
     start = time.perf_counter()
     with caplog.at_level(logging.INFO, logger="tutorlib.tiny"):
@@ -153,7 +184,10 @@ def test_weights_come_from_a_fixed_seed_and_leave_the_global_rng_alone(folders, 
     again = tiny.build("phi-2", tmp_path)
     assert torch.equal(torch.random.get_rng_state(), state)
     assert again != folders["phi-2"] and again.name == folders["phi-2"].name
-    first, second = load_file(folders["phi-2"] / "model.safetensors"), load_file(again / "model.safetensors")
+    first, second = (
+        load_file(folders["phi-2"] / "model.safetensors"),
+        load_file(again / "model.safetensors"),
+    )
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
 
 
@@ -163,11 +197,15 @@ def test_new_sample_data_builds_a_new_folder_with_its_words(tmp_path, monkeypatc
     empty = tiny.build("distilgpt2", cache)
     data = tmp_path / "home" / "data" / "toy"
     data.mkdir(parents=True)
-    rows = [f'{{"id": "x{i}", "turns": [{{"text": "Ask Zorblax Quendor {i}"}}]}}' for i in range(40)]
+    rows = [
+        f'{{"id": "x{i}", "turns": [{{"text": "Ask Zorblax Quendor {i}"}}]}}' for i in range(40)
+    ]
     (data / "a.jsonl").write_text("\n".join(rows), encoding="utf-8")
     hidden = tmp_path / "home" / "data" / ".ipynb_checkpoints"
     hidden.mkdir()
-    (hidden / "old.jsonl").write_text("\n".join(['{"text": "Ask Vexmorrin"}'] * 40), encoding="utf-8")
+    (hidden / "old.jsonl").write_text(
+        "\n".join(['{"text": "Ask Vexmorrin"}'] * 40), encoding="utf-8"
+    )
     with_data = tiny.build("distilgpt2", cache)
     assert with_data != empty and with_data.parent == empty.parent
     tok = AutoTokenizer.from_pretrained(with_data)

@@ -17,7 +17,9 @@ from tutorlib import paths
 
 INDEX_START, INDEX_END = "<!-- notebook-index:start -->", "<!-- notebook-index:end -->"
 _INDEX_RE = re.compile(f"{INDEX_START}.*?{INDEX_END}", re.DOTALL)
-_TABLE_HEAD = "| # | notebook | GPU under `full` | time under `full` | open |\n|---|---|---|---|---|"
+_TABLE_HEAD = (
+    "| # | notebook | GPU under `full` | time under `full` | open |\n|---|---|---|---|---|"
+)
 _BADGE_RE = re.compile(r"\[!\[Open In Colab\]\([^)]*\)\]\([^)]*\)")
 _REPO_LINE_RE = re.compile(r'^REPO = "[^"]*"', re.MULTILINE)
 SETUP_CELL = """\
@@ -27,13 +29,16 @@ import subprocess
 import sys
 
 REPO = "{repo}"
-if "google.colab" in sys.modules:  # anywhere else this cell does nothing (`make` installed tutorlib)
-    DIR, env = "/content/course", {{**os.environ, "GIT_TERMINAL_PROMPT": "0"}}  # a bad URL fails, no password prompt
+if "google.colab" in sys.modules:  # elsewhere this cell does nothing (`make` installed tutorlib)
+    DIR, env = "/content/course", {{**os.environ, "GIT_TERMINAL_PROMPT": "0"}}  # no password prompt
     clone = ["git", "clone", "-q", "--depth", "1", REPO, DIR]
-    if not os.path.isdir(DIR) and (done := subprocess.run(clone, env=env, capture_output=True, text=True)).returncode:
-        print(done.stdout + done.stderr)
-        raise RuntimeError(f"set-up failed: `{{' '.join(clone)}}` (output above). Is {{REPO}} right and public?")
-    exec(open(f"{{DIR}}/colab_setup.py").read(), {{"__name__": "__main__", "DIR": DIR, "env": env}})  # keeps Colab's torch"""
+    cloned = os.path.isdir(DIR) or subprocess.run(clone, env=env, capture_output=True, text=True)
+    if cloned is not True and cloned.returncode:
+        print(cloned.stdout + cloned.stderr)
+        raise RuntimeError(f"set-up failed: `{{' '.join(clone)}}` (output above). Is {{REPO}} right?")
+    setup = {{"__name__": "__main__", "DIR": DIR, "env": env}}
+    exec(open(f"{{DIR}}/colab_setup.py").read(), setup)  # installs tutorlib, keeps Colab's torch\
+"""
 
 
 def course_notebooks() -> list[Path]:
@@ -46,7 +51,9 @@ def repository_url(explicit: str | None = None) -> str:
     pyproject = tomllib.loads((paths.root() / "pyproject.toml").read_text("utf-8"))
     ours = pyproject.get("tool", {}).get("tutorlib", {})
     if not (url := explicit or os.environ.get("TUTORLIB_REPO") or ours.get("repository")):
-        raise ValueError("no repository URL: pass --repo, set TUTORLIB_REPO or [tool.tutorlib] repository")
+        raise ValueError(
+            "no repository URL: pass --repo, set TUTORLIB_REPO or [tool.tutorlib] repository"
+        )
     return url.rstrip("/")
 
 
@@ -54,7 +61,9 @@ def _run(args: argparse.Namespace) -> int:
     from tutorlib import profile, results  # deferred: they import torch
 
     notebooks = [Path(p).resolve() for p in args.notebooks] or course_notebooks()
-    if missing := [str(p) for p in notebooks if not p.is_file()] or ([] if notebooks else ["notebooks/NN_*"]):
+    if missing := [str(p) for p in notebooks if not p.is_file()] or (
+        [] if notebooks else ["notebooks/NN_*"]
+    ):
         raise SystemExit(f"no such notebook: {', '.join(missing)}")
     prof, out = profile.detect(), paths.runs_dir()  # each kernel's detect() makes the same choice
     print(f"{prof.card()}\nexecuting {len(notebooks)} notebook(s); executed copies go to {out}")
@@ -62,45 +71,67 @@ def _run(args: argparse.Namespace) -> int:
     for n, path in enumerate(notebooks, 1):
         print(f"[{n}/{len(notebooks)}] {path.name}", flush=True)
         nb, at = nbformat.read(path, as_version=4), {"cell": 0}  # run in its folder, no time limit
-        client = NotebookClient(nb, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
+        client = NotebookClient(
+            nb, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+        )
         client.on_cell_start = lambda cell_index, at=at, **_: at.update(cell=cell_index)
         try:
             client.execute()
-        except Exception as err:  # a cell raised or killed the kernel: name it; the copy has the traceback
+        except (
+            Exception
+        ) as err:  # a cell raised or killed the kernel: name it; the copy has the traceback
             number = sum(c.cell_type == "code" for c in nb.cells[: at["cell"] + 1])
             what = f"{getattr(err, 'ename', type(err).__name__)}: {getattr(err, 'evalue', err)}"
-            raise SystemExit(f"FAILED: {path.name}, code cell {number}: {what} ({out / path.name})") from None
+            raise SystemExit(
+                f"FAILED: {path.name}, code cell {number}: {what} ({out / path.name})"
+            ) from None
         finally:
             nbformat.write(nb, out / path.name)
     try:
         table = results.summary_table(prof.name)
-        print(f"\nRecorded results ({prof.name}):\n{table.to_string(index=False) if len(table) else 'none'}")
-    except Exception as err:  # the notebooks ran; say why the table is missing rather than fail the run
-        print(f"\nno results table: summary_table raised {type(err).__name__}: {err}", file=sys.stderr)
+        print(
+            f"\nRecorded results ({prof.name}):\n{table.to_string(index=False) if len(table) else 'none'}"
+        )
+    except (
+        Exception
+    ) as err:  # the notebooks ran; say why the table is missing rather than fail the run
+        print(
+            f"\nno results table: summary_table raised {type(err).__name__}: {err}", file=sys.stderr
+        )
     return 0
 
 
 def _index(args: argparse.Namespace) -> int:
     repo, readme, rows = repository_url(args.repo), paths.root() / "README.md", [_TABLE_HEAD]
     if not _INDEX_RE.search(text := readme.read_text(encoding="utf-8")):
-        raise SystemExit(f"{readme} has no {INDEX_START} ... {INDEX_END} block for the notebook table")
+        raise SystemExit(
+            f"{readme} has no {INDEX_START} ... {INDEX_END} block for the notebook table"
+        )
     colab = "https://colab.research.google.com/github/" + repo.split("github.com/")[-1]
     for path in course_notebooks():
         nb, url = nbformat.read(path, as_version=4), f"{colab}/blob/main/notebooks/{path.name}"
-        badge = f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({url})"
+        badge = (
+            f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({url})"
+        )
         for cell in (c for c in nb.cells if c.cell_type == "markdown"):
             cell.source = _BADGE_RE.sub(lambda _, badge=badge: badge, cell.source)
         code = next((i for i, c in enumerate(nb.cells) if c.cell_type == "code"), len(nb.cells))
         if code == len(nb.cells) or "google.colab" not in nb.cells[code].source:
-            nb.cells.insert(code, new_code_cell())  # no set-up cell yet: never overwrite a lesson's cell
+            nb.cells.insert(
+                code, new_code_cell()
+            )  # no set-up cell yet: never overwrite a lesson's cell
         nb.cells[code].source = SETUP_CELL.format(repo=repo)
         nbformat.write(nb, path)
         title, m = re.search(r"^# (.+)$", nb.cells[0].source, re.M), nb.metadata.get("tutorlib", {})
-        head = f"{path.name[:2]} | [{title[1].strip() if title else path.stem}](notebooks/{path.name})"
+        head = (
+            f"{path.name[:2]} | [{title[1].strip() if title else path.stem}](notebooks/{path.name})"
+        )
         rows.append(f"| {head} | {m.get('gpu', '?')} | {m.get('time_full', '?')} | {badge} |")
     block = "\n".join([INDEX_START, *rows, INDEX_END])
     readme.write_text(_INDEX_RE.sub(lambda _: block, text), encoding="utf-8")
-    print(f"badges, set-up cells and the README table of {len(rows) - 1} notebook(s) now point at {repo}")
+    print(
+        f"badges, set-up cells and the README table of {len(rows) - 1} notebook(s) now point at {repo}"
+    )
     return 0
 
 
@@ -109,7 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="execute notebooks headless (default: all, in order)")
     run.add_argument("notebooks", nargs="*", help="notebook paths (default: notebooks/NN_*.ipynb)")
-    sub.add_parser("index", help="write Colab badges, set-up cells, README table").add_argument("--repo")
+    sub.add_parser("index", help="write Colab badges, set-up cells, README table").add_argument(
+        "--repo"
+    )
     args = parser.parse_args(argv)
     return _run(args) if args.command == "run" else _index(args)
 

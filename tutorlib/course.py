@@ -6,6 +6,7 @@ grades them, prints how, and writes the results record that tables and figures a
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,15 +15,21 @@ from typing import Any
 import pandas as pd
 import torch
 
-from tutorlib import generate, grading, metrics, models, results
+from tutorlib import generate, grading, metrics, models, paths, results
 from tutorlib.profile import Profile
 from tutorlib.templates import TEMPLATES, Template
 
 # Which notebook writes each TWEETSUMM configuration's record, so a table can say where a gap comes from.
 PRODUCERS = {
-    "Human reference (leave-one-out)": "01", "DistilGPT2 base": "01", "DistilGPT2 full fine-tune": "01",
-    "Llama-2-7B base": "02", "Llama-2-7B full fine-tune": "02", "DistilGPT2 LoRA": "03",
-    "DistilGPT2 QLoRA": "03", "Llama-2-7B LoRA": "03", "Llama-2-7B QLoRA": "03",
+    "Human reference (leave-one-out)": "01",
+    "DistilGPT2 base": "01",
+    "DistilGPT2 full fine-tune": "01",
+    "Llama-2-7B base": "02",
+    "Llama-2-7B full fine-tune": "02",
+    "DistilGPT2 LoRA": "03",
+    "DistilGPT2 QLoRA": "03",
+    "Llama-2-7B LoRA": "03",
+    "Llama-2-7B QLoRA": "03",
 }
 
 
@@ -40,92 +47,180 @@ class Evaluation:
         """Points per criterion and in total out of the graded maximum; or ROUGE with 95 % intervals."""
         t = self.totals
         if "rouge" in t:
-            return t["rouge"].round(4).rename_axis(f"{self.configuration} · {len(self.summaries)} summaries")
+            return (
+                t["rouge"]
+                .round(4)
+                .rename_axis(f"{self.configuration} · {len(self.summaries)} summaries")
+            )
         rows = {name: (points, t["criteria_max"][name]) for name, points in t["criteria"].items()}
         rows["total"] = (t["total"], t["max_total"])
         frame = pd.DataFrame.from_dict(rows, orient="index", columns=["points", "out of"])
-        return frame.rename_axis(f"{self.configuration} · graded {t['graded']}, failed {t['failed']}")
+        return frame.rename_axis(
+            f"{self.configuration} · graded {t['graded']}, failed {t['failed']}"
+        )
 
 
 class Lesson:
-    """The bookkeeping of one notebook: where records go, which judge grades, which template prompts."""
+    """The bookkeeping of one notebook: where records go, which judge grades, which template
+    prompts. Everything is checked here, before any model is loaded or summary generated."""
 
-    def __init__(self, notebook: str, profile: Profile, *, template: str | Template, rubric: str = "tweetsumm",
-                 judge: Any = None) -> None:
-        """`rubric` names a `grading.RUBRICS` entry graded by `judge` (default: `choose_judge()`), or is
-        "rouge": ROUGE against the references, with bootstrap intervals, and no judge."""
+    def __init__(
+        self,
+        notebook: str,
+        profile: Profile,
+        *,
+        template: str | Template,
+        rubric: str = "tweetsumm",
+        judge: Any = None,
+    ) -> None:
+        """`rubric` names a `grading.RUBRICS` entry graded by `judge` (default: `choose_judge()`),
+        or is "rouge": ROUGE against the references, with bootstrap intervals, and no judge."""
+        if isinstance(template, str) and template not in TEMPLATES:
+            raise ValueError(
+                f"unknown template {template!r}; expected one of: {', '.join(TEMPLATES)}"
+            )
+        if rubric != "rouge" and rubric not in grading.RUBRICS:
+            known = ", ".join([*grading.RUBRICS, "rouge"])
+            raise ValueError(f"unknown rubric {rubric!r}; expected one of: {known}")
+        if judge is not None and not callable(getattr(judge, "grade", None)):
+            raise ValueError(f"judge {judge!r} has no grade() method; expected a grading judge")
         self.notebook, self.profile, self.rubric = notebook, profile, rubric
         self.template = TEMPLATES[template] if isinstance(template, str) else template
         self.judge = judge if judge is not None or rubric == "rouge" else grading.choose_judge()
 
-    def evaluate(self, model: Any, tokenizer: Any, test: Any, configuration: str, trained: Any = None) -> Evaluation:
-        """Summarize every test dialogue, grade the summaries and record them under `configuration`.
-
-        `trained` is the `train.Run` of a fine-tuned model: its time, peak memory and parameter counts go
-        into the record. Without it the model is recorded as a base model.
-        """
+    def evaluate(
+        self, model: Any, tokenizer: Any, test: Any, configuration: str, trained: Any = None
+    ) -> Evaluation:
+        """Summarize every test dialogue, grade the summaries and record them under
+        `configuration`. `trained` is the `train.Run` of a fine-tuned model: its time, peak memory
+        and parameter counts go into the record. Without it the model is recorded as a base model."""
         prompts = [self.template.prompt(d) for d in test["dialogue"]]
         settings = self.profile.generation_args()
-        if sum(p.numel() for p in model.parameters()) > 3e9:  # a 7B model on a 16 GB card: 2 at a time
+        if sum(p.numel() for p in model.parameters()) > 3e9:  # a 7B model on a 16 GB card
             settings["batch_size"] = min(settings["batch_size"], 2)
-        summaries = generate.summarize(model, tokenizer, prompts, template=self.template, **settings)
-        items = [{"id": i, "dialogue": d, "summary": s, "references": r}
-                 for i, d, s, r in zip(test["id"], test["dialogue"], summaries, test["references"], strict=True)]
+        summaries = generate.summarize(
+            model, tokenizer, prompts, template=self.template, **settings
+        )
+        columns = (test["id"], test["dialogue"], summaries, test["references"])
+        items = [
+            {"id": i, "dialogue": d, "summary": s, "references": r}
+            for i, d, s, r in zip(*columns, strict=True)
+        ]
         name = trained.model_name if trained else _model_name(model)
-        return self.grade(items, configuration, model=name, method=trained.method if trained else "base",
-                           trained=trained)
+        method = trained.method if trained else "base"
+        return self.grade(items, configuration, model=name, method=method, trained=trained)
 
     def references(self, test: Any) -> Evaluation:
         """Grade each dialogue's first human summary against its other ones: the judge's ceiling.
 
-        The offline proxy compares with references, so for it a dialogue with a single reference is a
-        failed judgment (counted, not zero); an LLM judge grades against the dialogue itself.
+        The offline proxy compares with references, so for it a dialogue with a single reference
+        is a failed judgment (counted, not zero); an LLM judge grades against the dialogue itself.
         """
-        items = [{"id": i, "dialogue": d, "summary": r[0] if r else "", "references": r[1:]}
-                 for i, d, r in zip(test["id"], test["dialogue"], test["references"], strict=True)]
+        items = [
+            {"id": i, "dialogue": d, "summary": r[0] if r else "", "references": r[1:]}
+            for i, d, r in zip(test["id"], test["dialogue"], test["references"], strict=True)
+        ]
         single = sum(len(r) < 2 for r in test["references"])
-        if single and isinstance(self.judge, grading.OfflineJudge):  # an LLM judge reads the dialogue instead
-            print(f"{single} of {len(items)} dialogues have one reference only: nothing to grade it against")
-        return self.grade(items, "Human reference (leave-one-out)", model="human", method="reference")
+        if single and isinstance(self.judge, grading.OfflineJudge):
+            print(
+                f"{single} of {len(items)} dialogues have one reference only: nothing to grade it against"
+            )
+        configuration = "Human reference (leave-one-out)"
+        return self.grade(items, configuration, model="human", method="reference")
 
-    def grade(self, items: list[dict], configuration: str, *, model: str, method: str, trained: Any = None) -> Evaluation:
-        """Score summaries made elsewhere (items: id, dialogue, summary, references) and record them."""
+    def grade(
+        self, items: list[dict], configuration: str, *, model: str, method: str, trained: Any = None
+    ) -> Evaluation:
+        """Score summaries made elsewhere (items: id, dialogue, summary, references) and record."""
         if self.rubric == "rouge":
-            table = metrics.rouge_with_ci([i["summary"] for i in items], [i["references"] for i in items])
-            grades, totals = table, {"rouge": table, "judge": "ROUGE (rouge-score, best of the references)"}
-            scores = {f"{k}{end}": v for end, col in [("", "score"), ("_low", "low"), ("_high", "high")]
-                      for k, v in table[col].items()}
+            table = metrics.rouge_with_ci(
+                [i["summary"] for i in items], [i["references"] for i in items]
+            )
+            grades, totals = table, {"rouge": table, "judge": metrics.JUDGE}
+            scores = {f"{k}{end}": v for end, col in _ROUGE_COLUMNS for k, v in table[col].items()}
         else:
             grades = grading.grade_many(self.judge, self.rubric, items)
             totals = grading.summarize_grades(grades, self.rubric)
             print(grading.report(totals))
-            scores = {"total": totals["total"], **totals["criteria"], "max_total": totals["max_total"],
-                      "graded": totals["graded"], "failed": totals["failed"]}
-        extra: dict[str, Any] = {"configuration": configuration, "test_examples": len(items)}
-        run: dict[str, Any] = {}
+            counts = {k: totals[k] for k in ("total", "max_total", "graded", "failed")}
+            scores = {**totals["criteria"], **counts}
+        extra: dict[str, Any] = {"test_examples": len(items)}
         if trained is not None:
-            extra.update(trainable_params=trained.trainable_params, total_params=trained.total_params)
-            run = {"train_seconds": trained.seconds, "peak_memory_mb": trained.peak_memory_mb,
-                   "memory_kind": trained.memory_kind}
-        path = self._record(configuration, model=model, method=method, scores=scores, judge=totals["judge"],
-                            extra=extra, **run)
+            extra |= {
+                "trainable_params": trained.trainable_params,
+                "total_params": trained.total_params,
+            }
+        usage = trained.usage if trained is not None else None
+        path = self.record(
+            configuration,
+            model=model,
+            method=method,
+            scores=scores,
+            usage=usage,
+            judge=totals["judge"],
+            **extra,
+        )
         return Evaluation(configuration, [i["summary"] for i in items], grades, totals, path)
 
-    def _record(self, configuration: str, **fields: Any) -> Path:
-        slug = re.sub(r"[^a-z0-9]+", "_", configuration.lower()).strip("_")
-        secrets = [s for s in [getattr(self.judge, "secret", None)] if s]
-        return results.record(f"{self.notebook[:2]}_{slug}", notebook=self.notebook, profile=self.profile,
-                              secrets=secrets, **fields)
+    def record(
+        self,
+        configuration: str,
+        *,
+        model: str,
+        method: str,
+        scores: dict,
+        usage: Any = None,
+        judge: str | None = None,
+        **extra: Any,
+    ) -> Path:
+        """Write this configuration's results record; `usage` is a `memory.Usage` (time, peak)."""
+        run = {}
+        if usage is not None:
+            run = {
+                "train_seconds": usage.seconds,
+                "peak_memory_mb": usage.peak_mb,
+                "memory_kind": usage.kind,
+            }
+        secrets = [s for s in [getattr(self.judge, "api_key", None)] if s]
+        return results.record(
+            self._experiment(configuration),
+            profile=self.profile,
+            secrets=secrets,
+            notebook=self.notebook,
+            model=model,
+            method=method,
+            scores=scores,
+            judge=judge,
+            extra={"configuration": configuration, **extra},
+            **run,
+        )
 
-    def failed(self, configuration: str, error: BaseException, *, model: str, method: str, **extra: Any) -> Path:
-        """Record a run that did not finish (e.g. out of memory), so tables and Figure 1 show it as failed."""
+    def _experiment(self, configuration: str) -> str:
+        """`NN_<configuration in a-z0-9_>`; where that file holds another configuration (names
+        that differ only in case, accents or punctuation), the name gets a hash of its own."""
+        slug = re.sub(r"[^a-z0-9]+", "_", configuration.lower()).strip("_")
+        name = f"{self.notebook[:2]}_{slug}".rstrip("_")
+        path = paths.results_dir(self.profile.name) / f"{name}.json"
+        if path.exists() and results.configuration_in(path) not in (None, configuration):
+            name += "-" + hashlib.sha256(configuration.encode()).hexdigest()[:8]
+        return name
+
+    def failed(
+        self, configuration: str, error: BaseException, *, model: str, method: str, **extra: Any
+    ) -> Path:
+        """Record a run that did not finish (e.g. out of memory): tables and Figure 1 show it as
+        failed."""
         kind = "OOM" if isinstance(error, (MemoryError, torch.OutOfMemoryError)) else "error"
-        return self._record(configuration, model=model, method=method, scores={},
-                            extra={"configuration": configuration, "failed": kind, "error": str(error)[:300], **extra})
+        problem = {"failed": kind, "error": str(error)[:300]}
+        return self.record(configuration, model=model, method=method, scores={}, **problem, **extra)
 
     def records(self, configurations: list[str]) -> list[dict[str, Any]]:
-        """The newest record of each configuration; missing ones are named with the notebook that makes them."""
+        """The newest record of each configuration; missing ones are named with the notebook that
+        makes them."""
         return results.latest(self.profile.name, configurations, producers=PRODUCERS)
+
+
+_ROUGE_COLUMNS = [("", "score"), ("_low", "low"), ("_high", "high")]
 
 
 def _model_name(model: Any) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import html
-import importlib
 import json
 import os
 import re
@@ -56,38 +55,53 @@ def take(ds: Dataset, n: int | None) -> Dataset:
     return ds if n is None else ds.select(range(min(n, len(ds))))
 
 
-def load(name: str, source: str | os.PathLike | None = None) -> DatasetDict:
-    """Load `name` from a hub id, a released .json/.jsonl/.parquet file (split from its name, else train)
-    or a folder of them; `source=None`: the hub copy in `HUB_IDS` under `full`, data/<name>/ under `smoke`."""
+def load(name: str, source: str | os.PathLike | None = None, *, profile: Any = None) -> DatasetDict:
+    """Load `name` from a hub id, a released .json/.jsonl/.parquet file (split from its name, else
+    train) or a folder of them. Without a `source`: the hub copy in `HUB_IDS` when `profile` is
+    `full`, else the bundled samples in data/<name>/."""
     key = name.strip().lower() if isinstance(name, str) else name
     if key not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; expected one of: {', '.join(DATASETS)}")
-    if source is None:  # the profile's rule, without importing torch when TUTORLIB_PROFILE names it
-        named = os.environ.get("TUTORLIB_PROFILE", "").strip().lower()
-        full = named == "full" if named else importlib.import_module("torch").cuda.is_available()
+    if source is None:
+        full = getattr(profile, "name", None) == "full"
         source = HUB_IDS[key] if full else paths.data_dir() / key
     path = Path(source).expanduser()
     if path.exists():
-        raw = {split: [(str(f), _read(f)) for f in files] for split, files in _split_files(path).items()}
-    elif isinstance(source, str) and _HUB_ID.fullmatch(source) and path.suffix.lower() not in _SUFFIXES:
+        raw = {
+            split: [(str(f), _read(f)) for f in files]
+            for split, files in _split_files(path).items()
+        }
+    elif (
+        isinstance(source, str)
+        and _HUB_ID.fullmatch(source)
+        and path.suffix.lower() not in _SUFFIXES
+    ):
         raw = {}
         for s, ds in load_dataset(source).items():  # splits of other names are ignored
             if split := _SPLIT_NAMES.get(s.lower()):
                 raw[split] = [(f"{source} [{s}]", [(f"row {i}", r) for i, r in enumerate(ds)])]
     else:
-        raise FileNotFoundError(f"no such file or folder: {path} (nor a hub dataset id like 'owner/name')")
+        raise FileNotFoundError(
+            f"no such file or folder: {path} (nor a hub dataset id like 'owner/name')"
+        )
     tweets = _tweets_for(raw) if key == "tweetsumm" else None  # None: not tweets, nothing to clean
     out: dict[str, list] = {split: [] for split in SPLITS}
     for split, sources in raw.items():
         for origin, records in sources:
-            out[split] += _rows(_dialogs(origin, records, tweets, merge=not path.exists()), split, origin)
+            out[split] += _rows(
+                _dialogs(origin, records, tweets, merge=not path.exists()), split, origin
+            )
     # Column-wise so that an empty split still has the full schema.
     columns = {split: {c: [r[c] for r in rows] for c in FEATURES} for split, rows in out.items()}
-    return DatasetDict({split: Dataset.from_dict(c, features=FEATURES) for split, c in columns.items()})
+    return DatasetDict(
+        {split: Dataset.from_dict(c, features=FEATURES) for split, c in columns.items()}
+    )
 
 
 def _split_of(name: str) -> str | None:
-    return next((_SPLIT_NAMES[t] for t in re.split(r"[^a-z0-9]+", name.lower()) if t in _SPLIT_NAMES), None)
+    return next(
+        (_SPLIT_NAMES[t] for t in re.split(r"[^a-z0-9]+", name.lower()) if t in _SPLIT_NAMES), None
+    )
 
 
 def _split_files(path: Path) -> dict[str, list[Path]]:
@@ -96,12 +110,23 @@ def _split_files(path: Path) -> dict[str, list[Path]]:
         return {_split_of(path.name) or "train": [path]}
     found: dict[str, list[Path]] = {}
     for f in sorted(path.rglob("*")):
-        hidden = any(part.startswith(".") for part in f.relative_to(path).parts)  # .ipynb_checkpoints
-        if f.is_file() and f.suffix.lower() in _SUFFIXES and not hidden and (split := _split_of(f.name)):
+        hidden = any(
+            part.startswith(".") for part in f.relative_to(path).parts
+        )  # .ipynb_checkpoints
+        if (
+            f.is_file()
+            and f.suffix.lower() in _SUFFIXES
+            and not hidden
+            and (split := _split_of(f.name))
+        ):
             found.setdefault(split, []).append(f)
     if missing := [s for s in SPLITS if s not in found]:
-        expected = ".json, .jsonl or .parquet files named after their split, e.g. dialogsum.dev.jsonl"
-        raise FileNotFoundError(f"{path} has no file for the {'/'.join(missing)} split; expected {expected}")
+        expected = (
+            ".json, .jsonl or .parquet files named after their split, e.g. dialogsum.dev.jsonl"
+        )
+        raise FileNotFoundError(
+            f"{path} has no file for the {'/'.join(missing)} split; expected {expected}"
+        )
     return found
 
 
@@ -110,7 +135,11 @@ def _read(path: Path) -> list[tuple[str, Any]]:
     if path.suffix.lower() == ".parquet":
         return [(f"row {i}", r) for i, r in enumerate(pq.read_table(path).to_pylist())]
     if path.suffix.lower() != ".json":
-        return [(f"line {n}", _json(x, path, n)) for n, x in enumerate(_utf8(path), start=1) if x.strip()]
+        return [
+            (f"line {n}", _json(x, path, n))
+            for n, x in enumerate(_utf8(path), start=1)
+            if x.strip()
+        ]
     if not isinstance(records := _json("".join(_utf8(path)), path), list):
         raise ValueError(f"{path}: expected a JSON list of records, got {type(records).__name__}")
     return [(f"record index {i}", r) for i, r in enumerate(records)]
@@ -120,7 +149,9 @@ def _json(text: str, path: Path, line: int = 1) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path}, line {line + err.lineno - 1}: not valid JSON ({err.msg})") from None
+        raise ValueError(
+            f"{path}, line {line + err.lineno - 1}: not valid JSON ({err.msg})"
+        ) from None
 
 
 def _utf8(path: Path) -> Iterator[str]:
@@ -129,7 +160,9 @@ def _utf8(path: Path) -> Iterator[str]:
         with path.open(encoding="utf-8-sig", newline="") as fh:
             yield from fh
     except UnicodeDecodeError as err:
-        raise ValueError(f"{path} is not UTF-8 ({err.reason} at byte {err.start}); expected UTF-8") from None
+        raise ValueError(
+            f"{path} is not UTF-8 ({err.reason} at byte {err.start}); expected UTF-8"
+        ) from None
 
 
 def _rows(dialogs: list[tuple], split: str, origin: str) -> list[dict[str, Any]]:
@@ -140,7 +173,9 @@ def _rows(dialogs: list[tuple], split: str, origin: str) -> list[dict[str, Any]]
         if split == "test":
             candidates = [(id_, refs[0] if refs else "")]
         else:  # a dialogue released without any summary counts as one dropped row
-            candidates = [(f"{id_}#{k}", r) for k, r in enumerate(references, start=1)] or [(id_, "")]
+            candidates = [(f"{id_}#{k}", r) for k, r in enumerate(references, start=1)] or [
+                (id_, "")
+            ]
         kept = [(i, summary) for i, summary in candidates if dialogue and summary]
         rows += [{"id": i, "dialogue": dialogue, "summary": s, "references": refs} for i, s in kept]
         dropped += len(candidates) - len(kept)
@@ -148,23 +183,31 @@ def _rows(dialogs: list[tuple], split: str, origin: str) -> list[dict[str, Any]]
     if dropped:
         warnings.warn(f"{what} from {origin} ({split})", stacklevel=3)
     if not rows:
-        raise ValueError(f"the {split} split from {origin} is empty: {len(dialogs)} dialogues read, {what}")
+        raise ValueError(
+            f"the {split} split from {origin} is empty: {len(dialogs)} dialogues read, {what}"
+        )
     return rows
 
 
-def _dialogs(origin: str, records: list[tuple[str, Any]], tweets: dict | None, merge: bool) -> list[tuple]:
+def _dialogs(
+    origin: str, records: list[tuple[str, Any]], tweets: dict | None, merge: bool
+) -> list[tuple]:
     """(id, dialogue, references) by each record's shape; a bad record names its file and line."""
     merged: dict[str, tuple] = {}
     skipped: list[str] = []
     for where, rec in records:
-        parse = _plain  # each parser's docstring is the record shape it expects, for the error message
+        parse = (
+            _plain  # each parser's docstring is the record shape it expects, for the error message
+        )
         try:
             nested = isinstance(rec.get("dialog"), dict)  # the processor's output nests the dialog
             parse = _annotated if _ANNOTATION in rec else _processed if nested else _plain
             id_, dialogue, refs = parse(rec, tweets)
         except (KeyError, TypeError, AttributeError) as err:
             problem = f"missing field {err}" if isinstance(err, KeyError) else err
-            raise ValueError(f"{origin}, {where}: {problem}; expected a record {parse.__doc__}") from None
+            raise ValueError(
+                f"{origin}, {where}: {problem}; expected a record {parse.__doc__}"
+            ) from None
         except ValueError as err:
             raise ValueError(f"{origin}, {where}: {err}") from None
         if dialogue is None:  # an annotated conversation whose tweets are missing
@@ -214,12 +257,18 @@ def _plain(rec: Mapping[str, Any], tweets: dict | None) -> tuple:
     if isinstance(value, list):
         turns = [(_first(t, "role", "speaker"), _text(_first(t, "content", "text"))) for t in value]
         plain = "\n".join(f"{role}: {text}" for role, text in turns if text)
-        dialogue = plain if tweets is None else _speakers((_is_agent(role), text) for role, text in turns)
+        dialogue = (
+            plain if tweets is None else _speakers((_is_agent(role), text) for role, text in turns)
+        )
     else:  # SAMSum joins turns with \r\n; blank lines carry nothing
         lines = (" ".join(line.split()) for line in re.split(r"\r\n|\r|\n", value))
-        dialogue = "\n".join(x for x in (y if tweets is None else _clean_tweet(y) for y in lines) if x)
+        dialogue = "\n".join(
+            x for x in (y if tweets is None else _clean_tweet(y) for y in lines) if x
+        )
     numbered = sorted((k for k in rec if re.fullmatch(r"summary\d+", k)), key=lambda k: int(k[7:]))
-    refs = [_text(rec[k]) for k in numbered] or [_text(_first(rec, "summary", "abstractive_summary"))]
+    refs = [_text(rec[k]) for k in numbered] or [
+        _text(_first(rec, "summary", "abstractive_summary"))
+    ]
     return str(id_), dialogue, refs
 
 
@@ -244,7 +293,9 @@ def _annotated(rec: Mapping[str, Any], tweets: dict[str, tuple]) -> tuple:
     refs = [_text(a["abstractive"]) for a in rec["annotations"]]
     if any(t not in tweets for t in ids):  # skipped and counted by the caller
         return str(rec["conversation_id"]), None, refs
-    ordered = sorted(ids, key=lambda t: tweets[t][1])  # stable: tweets of the same second keep their order
+    ordered = sorted(
+        ids, key=lambda t: tweets[t][1]
+    )  # stable: tweets of the same second keep their order
     return str(rec["conversation_id"]), _speakers(tweets[t][::2] for t in ordered), refs
 
 
@@ -255,7 +306,9 @@ def _tweets_for(raw: Mapping[str, list[tuple[str, list]]]) -> dict[str, tuple]:
         for _, rec in records:
             if isinstance(rec, Mapping) and isinstance(rec.get(_ANNOTATION), list):
                 csv_path = csv_path or Path(origin).parent / _TWCS
-                wanted |= {str(t.get("tweet_id")) for t in rec[_ANNOTATION] if isinstance(t, Mapping)}
+                wanted |= {
+                    str(t.get("tweet_id")) for t in rec[_ANNOTATION] if isinstance(t, Mapping)
+                }
     if csv_path is None:
         return {}
     if not csv_path.is_file():
@@ -263,14 +316,20 @@ def _tweets_for(raw: Mapping[str, list[tuple[str, list]]]) -> dict[str, tuple]:
         raise FileNotFoundError(f"missing file: {csv_path} ({why})")
     reader, found = csv.DictReader(_utf8(csv_path)), {}
     if missing := {"tweet_id", "inbound", "created_at", "text"} - set(reader.fieldnames or []):
-        raise ValueError(f"{csv_path}: no column(s) {sorted(missing)}; expected the Kaggle twcs.csv header")
+        raise ValueError(
+            f"{csv_path}: no column(s) {sorted(missing)}; expected the Kaggle twcs.csv header"
+        )
     for row in (r for r in reader if r["tweet_id"] in wanted):
         try:
             agent = {"false": True, "true": False}[(row["inbound"] or "").strip().lower()]
             created = datetime.strptime(row["created_at"] or "", _TWCS_TIME)
         except (KeyError, ValueError):
-            expected = "'inbound' True or False and 'created_at' like 'Tue Oct 31 22:10:47 +0000 2017'"
-            raise ValueError(f"{csv_path}, line {reader.line_num}: expected {expected}, got {row}") from None
+            expected = (
+                "'inbound' True or False and 'created_at' like 'Tue Oct 31 22:10:47 +0000 2017'"
+            )
+            raise ValueError(
+                f"{csv_path}, line {reader.line_num}: expected {expected}, got {row}"
+            ) from None
         found[row["tweet_id"]] = (agent, created, row["text"])
         if len(found) == len(wanted):
             break

@@ -1,9 +1,9 @@
 """Rubric grading by an LLM judge on any OpenAI-compatible server or a free offline proxy; no silent 0s."""
 
-import contextlib
 import hashlib
 import json
 import re
+import warnings
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -17,9 +17,8 @@ import pandas as pd
 import pydantic
 from tqdm.auto import tqdm
 
-from tutorlib import paths
+from tutorlib import env, paths
 from tutorlib.metrics import sentences
-from tutorlib.profile import secret
 
 
 @dataclass(frozen=True)
@@ -81,91 +80,181 @@ def _rubric(rubric: Rubric | str) -> Rubric:
 
 def _reply_model(rubric: Rubric) -> type[pydantic.BaseModel]:
     """The reply's shape: per criterion a reason (first, so the model states its grounds) and a score."""
-    strict = pydantic.ConfigDict(extra="forbid")  # additionalProperties false, as strict mode requires
+    strict = pydantic.ConfigDict(
+        extra="forbid"
+    )  # additionalProperties false, as strict mode requires
     fields: dict[str, Any] = {}
     for c in rubric.criteria:
-        score = Literal[tuple(range(c.scale[0], c.scale[1] + 1))]  # an integer `enum` in the JSON schema
+        score = Literal[
+            tuple(range(c.scale[0], c.scale[1] + 1))
+        ]  # an integer `enum` in the JSON schema
         fields[c.name] = pydantic.create_model(c.name, __config__=strict, reason=str, score=score)
     return pydantic.create_model(rubric.name, __config__=strict, **fields)
 
 
 # USD per 1M tokens (input, output), as of writing (2025); prices change: check openai.com/api/pricing.
-_PRICES = {"gpt-4o": (2.5, 10.0), "gpt-4o-mini": (0.15, 0.6), "gpt-4.1": (2.0, 8.0), "gpt-4": (30.0, 60.0)}
+_PRICES = {
+    "gpt-4o": (2.5, 10.0),
+    "gpt-4o-mini": (0.15, 0.6),
+    "gpt-4.1": (2.0, 8.0),
+    "gpt-4": (30.0, 60.0),
+}
 _OPENAI = "https://api.openai.com/v1"
 _BASE_URLS = ("TUTORLIB_JUDGE_BASE_URL", "OPENAI_BASE_URL")  # the first one set wins
 _COUNTS = {"input_tokens": 0, "output_tokens": 0, "retries": 0, "cached": False}
 
 
-class LLMJudge:
-    """A judge on the OpenAI API or an OpenAI-compatible server (vLLM, Ollama). Arguments left out come
-    from TUTORLIB_JUDGE_MODEL (gpt-4o), TUTORLIB_JUDGE_BASE_URL or OPENAI_BASE_URL, and OPENAI_API_KEY."""
+def _base_url(explicit: str | None) -> tuple[str, str | None]:
+    """(where it came from, the judge server's URL): the one place the server is looked up."""
+    if explicit:
+        return "base_url", explicit
+    return next(((v, url) for v in _BASE_URLS if (url := env.secret(v))), ("", None))
 
-    def __init__(self, model=None, base_url=None, api_key=None, max_retries=5, timeout=60.0, cache_dir=None):
-        self.model = model or secret("TUTORLIB_JUDGE_MODEL") or "gpt-4o"
-        origin = "base_url" if base_url else next((v for v in _BASE_URLS if secret(v)), "")
-        base = base_url or secret(origin)
-        self.secret = (api_key or "").strip() or secret("OPENAI_API_KEY")  # results refuse records with it
-        if not self.secret and not base:
-            raise ValueError("LLMJudge needs OPENAI_API_KEY, or base_url= / TUTORLIB_JUDGE_BASE_URL")
+
+class JudgmentCache:
+    """Judgments on disk, one JSON file each, written whole. Graded once, paid once."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+
+    def check(self) -> None:
+        """Raise before the first paid request if judgments could not be kept."""
+        probe = self.folder / ".writable"
+        try:
+            paths.write_atomic(probe, "ok")
+            probe.unlink()
+        except OSError as err:
+            raise OSError(
+                f"the judge's cache folder {self.folder} cannot be written ({err.strerror}); every "
+                "judgment would be paid for again on the next run. Set TUTORLIB_CACHE to a "
+                "writable folder, or pass cache_dir= to LLMJudge"
+            ) from None
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        try:
+            return json.loads((self.folder / f"{key}.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):  # not graded yet, or a damaged file: grade (again)
+            return None
+
+    def put(self, key: str, judgment: Mapping[str, Any]) -> None:
+        """Keep a judgment; a failed write is a warning, since the judgment itself is in hand."""
+        try:
+            paths.write_atomic(self.folder / f"{key}.json", json.dumps(judgment))
+        except OSError as err:
+            warnings.warn(f"judgment not cached in {self.folder} ({err}); kept for this run only")
+
+
+class LLMJudge:
+    """A judge on the OpenAI API or an OpenAI-compatible server (vLLM, Ollama). Arguments left
+    out come from TUTORLIB_JUDGE_MODEL (gpt-4o), TUTORLIB_JUDGE_BASE_URL or OPENAI_BASE_URL, and
+    OPENAI_API_KEY (kept as `api_key`; results refuse to write a record holding it)."""
+
+    def __init__(
+        self, model=None, base_url=None, api_key=None, max_retries=5, timeout=60.0, cache_dir=None
+    ):
+        self.model = model or env.secret("TUTORLIB_JUDGE_MODEL") or "gpt-4o"
+        origin, base = _base_url(base_url)
+        self.api_key = (api_key or "").strip() or env.secret("OPENAI_API_KEY")
+        if not self.api_key and not base:
+            raise ValueError(
+                "LLMJudge needs OPENAI_API_KEY, or base_url= / TUTORLIB_JUDGE_BASE_URL"
+            )
         self.base_url = (base or _OPENAI).rstrip("/")
         url = urlsplit(self.base_url)
-        if url.scheme not in ("http", "https") or not url.hostname:  # not echoed: a URL may hold credentials
-            raise ValueError(f"{origin} is not an http(s) URL; expected one such as http://localhost:8000/v1")
+        if url.scheme not in ("http", "https") or not url.hostname:  # a URL may hold credentials:
+            expected = "expected one such as http://localhost:8000/v1"  # it is never echoed
+            raise ValueError(f"{origin} is not an http(s) URL; {expected}")
         host = url.hostname + (f":{url.port}" if url.port else "")  # without any user:password@
-        self.label = f"{self.model} (OpenAI)" if self.base_url == _OPENAI else f"{self.model} @ {host}"
-        self.cache_dir = Path(cache_dir) if cache_dir else paths.cache_dir() / "judgments"
-        snapshot = re.sub(r"-\d{4}(-\d\d-\d\d)?$", "", self.model)  # gpt-4o-2024-08-06 is priced as gpt-4o
-        self.price = _PRICES.get(snapshot) if self.base_url == _OPENAI else None
-        self.price_note = "prices as of writing" if self.price else "cost unknown: local or unlisted model"
-        self._client = openai.OpenAI(  # a server without authentication ignores the key; the SDK wants one
-            api_key=self.secret or "none", base_url=self.base_url, max_retries=max_retries, timeout=timeout
+        on_openai = self.base_url == _OPENAI
+        self.label = f"{self.model} (OpenAI)" if on_openai else f"{self.model} @ {host}"
+        self.cache = JudgmentCache(cache_dir or paths.cache_dir() / "judgments")
+        snapshot = re.sub(r"-\d{4}(-\d\d-\d\d)?$", "", self.model)  # gpt-4o-2024-08-06: gpt-4o
+        self.price = _PRICES.get(snapshot) if on_openai else None
+        self.price_note = (
+            "prices as of writing" if self.price else "cost unknown: local or unlisted"
+        )
+        # A server without authentication ignores the key; the SDK wants one all the same.
+        self._client = openai.OpenAI(
+            api_key=self.api_key or "none",
+            base_url=self.base_url,
+            max_retries=max_retries,
+            timeout=timeout,
         )
 
-    def grade(self, rubric: Rubric, dialogue: str, summary: str, references: Any = None) -> dict[str, Any]:
-        """Grade one summary against its conversation (not the references); successes are cached on disk.
-        An invalid reply is asked once more; a second one, or an error past the SDK's retries, fails."""
-        # The key stays out of the cache key: a new key keeps the cache, and the cache never holds it.
+    def messages(self, rubric: Rubric, dialogue: str, summary: str) -> list[dict[str, str]]:
+        """The chat request: the rubric's instructions, then its criteria, the dialogue and the
+        summary, each fenced so that a summary cannot pose as an instruction."""
+        scale = "".join(
+            f"- {c.name} ({c.scale[0]}-{c.scale[1]}): {c.description}\n" for c in rubric.criteria
+        )
+        prompt = (
+            f"Criteria:\n{scale}\nConversation:\n<<<{dialogue.strip()}>>>\n\n"
+            f"Summary:\n<<<{summary}>>>"
+        )
+        return [
+            {"role": "system", "content": rubric.instructions},
+            {"role": "user", "content": prompt},
+        ]
+
+    def grade(
+        self, rubric: Rubric, dialogue: str, summary: str, references: Any = None
+    ) -> dict[str, Any]:
+        """Grade one summary against its conversation (not the references); judgments are cached
+        on disk, keyed by everything that shapes them except the key."""
         fields = json.dumps([self.model, self.base_url, asdict(rubric), dialogue, summary])
-        path = self.cache_dir / f"{hashlib.sha256(fields.encode()).hexdigest()}.json"
-        with contextlib.suppress(OSError, ValueError):  # not graded yet, or a damaged file: grade (again)
-            return {**json.loads(path.read_text(encoding="utf-8")), "cached": True}
+        key = hashlib.sha256(fields.encode()).hexdigest()
+        if (kept := self.cache.get(key)) is not None:
+            return {**kept, "cached": True}
+        result = self._ask(rubric, self.messages(rubric, dialogue, summary))
+        if not result["failed"]:
+            scores = {k: v for k, v in result.items() if k not in _COUNTS}
+            self.cache.put(key, scores)
+        return result
+
+    def _ask(self, rubric: Rubric, messages: list[dict[str, str]]) -> dict[str, Any]:
+        """Request, and check the reply with pydantic (JSON, every criterion, each score on its
+        scale). An invalid reply is asked once more; a second one, or an error past the SDK's
+        retries, is a failed judgment, never a score."""
         counts = {"input_tokens": 0, "output_tokens": 0, "retries": 0}
-        scale = "".join(f"- {c.name} ({c.scale[0]}-{c.scale[1]}): {c.description}\n" for c in rubric.criteria)
-        prompt = f"Criteria:\n{scale}\nConversation:\n<<<{dialogue.strip()}>>>\n\nSummary:\n<<<{summary}>>>"
-        messages = [{"role": "system", "content": rubric.instructions}, {"role": "user", "content": prompt}]
         reply_model = _reply_model(rubric)
         schema = {"name": rubric.name, "schema": reply_model.model_json_schema(), "strict": True}
-        request = {"model": self.model, "temperature": 0, "max_completion_tokens": 800}  # stops a runaway
+        request = {"model": self.model, "temperature": 0, "max_completion_tokens": 800}
         request["response_format"] = {"type": "json_schema", "json_schema": schema}
         why = ""
         for _ in range(2):
             try:
-                raw = self._client.chat.completions.with_raw_response.create(messages=messages, **request)
+                raw = self._client.chat.completions.with_raw_response.create(
+                    messages=messages, **request
+                )
             except openai.OpenAIError as exc:
-                # After a failure the SDK tells its retry count only in a header of the last request.
-                sent = getattr(exc, "request", None)
-                counts["retries"] += int(sent.headers.get("x-stainless-retry-count", 0)) if sent else 0
-                reason = f"{type(exc).__name__}: {exc}"  # a server may echo the key in an error message
-                reason = reason.replace(self.secret, "[redacted]") if self.secret else reason
-                return {"failed": True, "reason": reason, **counts}
+                return {"failed": True, "reason": self._failure(exc, counts), **counts}
             reply = raw.parse()
             counts["retries"] += raw.retries_taken
             counts["input_tokens"] += reply.usage.prompt_tokens if reply.usage else 0
             counts["output_tokens"] += reply.usage.completion_tokens if reply.usage else 0
             text = (reply.choices[0].message.content if reply.choices else None) or ""
-            try:  # pydantic checks the reply: JSON, every criterion, each score an integer on its scale
+            try:
                 grades = reply_model.model_validate_json(text).model_dump()
             except pydantic.ValidationError as exc:
                 why = "; ".join(": ".join(map(str, (*e["loc"], e["msg"]))) for e in exc.errors())
-                again = f"That reply could not be used: {why}. Reply again with the JSON object only."
-                messages += [{"role": "assistant", "content": text}, {"role": "user", "content": again}]
+                again = (
+                    f"That reply could not be used: {why}. Reply again with the JSON object only."
+                )
+                messages = [*messages, {"role": "assistant", "content": text}]
+                messages.append({"role": "user", "content": again})
                 continue
             reason = "; ".join(f"{name}: {g['reason']}" for name, g in grades.items())
-            result = {**{name: g["score"] for name, g in grades.items()}, "failed": False, "reason": reason}
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(result), encoding="utf-8")
-            return {**result, **counts}
+            scores = {name: g["score"] for name, g in grades.items()}
+            return {**scores, "failed": False, "reason": reason, **counts}
         return {"failed": True, "reason": f"invalid reply twice: {why}", **counts}
+
+    def _failure(self, exc: openai.OpenAIError, counts: dict[str, int]) -> str:
+        """The reason a request failed, with the key redacted (a server may echo it)."""
+        # After a failure the SDK tells its retry count only in a header of the last request.
+        sent = getattr(exc, "request", None)
+        counts["retries"] += int(sent.headers.get("x-stainless-retry-count", 0)) if sent else 0
+        reason = f"{type(exc).__name__}: {exc}"
+        return reason.replace(self.api_key, "[redacted]") if self.api_key else reason
 
 
 # Function words, and the role words every reference starts with: shared, they would inflate overlap.
@@ -178,17 +267,20 @@ _STOP = set(
 
 def _overlap(x: str, y: str, precision: bool = False) -> float:
     """F1 of the content words two texts share (lower-cased, no stemming), or the share of x's found in y."""
-    a, b = (Counter(w for w in re.findall(r"[a-z0-9]+", t.lower()) if w not in _STOP) for t in (x, y))
+    a, b = (
+        Counter(w for w in re.findall(r"[a-z0-9]+", t.lower()) if w not in _STOP) for t in (x, y)
+    )
     common = sum((a & b).values())
     return common / max(a.total(), 1) if precision else 2 * common / max(a.total() + b.total(), 1)
 
 
 class OfflineJudge:
-    """A free PROXY for the tweetsumm rubric: two_sentences counts `metrics.sentences`; customer / agent
-    compare the first sentence / the rest with each reference's by content-word F1 (best >= threshold), or,
-    given `references=None`, by the share of their content words that side of the conversation uses."""
+    """A free PROXY for the tweetsumm rubric. two_sentences counts `metrics.sentences`; customer /
+    agent compare the summary's first sentence / the rest with each reference's by content-word F1
+    (best >= threshold), or, given `references=None`, by the share of their content words that
+    side of the conversation uses."""
 
-    secret, price, price_note = None, (0.0, 0.0), "offline proxy: no API calls"
+    api_key, price, price_note = None, (0.0, 0.0), "offline proxy: no API calls"
 
     def __init__(self, threshold: float = 0.3) -> None:
         if not 0 < threshold <= 1:
@@ -196,31 +288,43 @@ class OfflineJudge:
         self.threshold = threshold
         self.label = f"offline proxy (word overlap >= {threshold:g}, not GPT-4)"
 
-    def grade(self, rubric: Rubric, dialogue: str, summary: str, references: Any = None) -> dict[str, Any]:
-        """Grade one summary against its human references, or with `references=None` against the dialogue."""
-        if rubric.name != "tweetsumm":  # counted and shown as failed, so a notebook without an LLM still runs
-            return {"failed": True, "reason": f"the offline proxy cannot judge {rubric.name!r}: it needs an LLM judge"}
-        refs = [r for r in ([references] if isinstance(references, str) else references or []) if r.strip()]
+    def grade(
+        self, rubric: Rubric, dialogue: str, summary: str, references: Any = None
+    ) -> dict[str, Any]:
+        """Grade one summary against its human references, or, with `references=None`, against
+        the dialogue."""
+        if rubric.name != "tweetsumm":  # counted as failed, so a notebook without an LLM still runs
+            why = f"the offline proxy cannot judge {rubric.name!r}: it needs an LLM judge"
+            return {"failed": True, "reason": why}
+        given = [references] if isinstance(references, str) else references or []
+        refs = [r for r in given if r.strip()]
         if not refs and references is not None:
             return {"failed": True, "reason": "offline judge needs reference summaries"}
         split = [(" ".join(s[:1]), " ".join(s[1:])) for s in map(sentences, [summary, *refs])]
         (customer, agent), *parts = split
-        if references is None:  # no human summary (synthetic data): is each sentence said by its side?
-            side = {r: " ".join(t.partition(":")[2] for t in dialogue.splitlines() if t.lower().startswith(r + ":"))
-                    for r in ("customer", "agent")}
-            best = {role: _overlap(said, side[role], True) for role, said in (("customer", customer), ("agent", agent))}
+        if references is None:  # no human summary (synthetic data): does each side say it?
+            said = {"customer": customer, "agent": agent}
+            best = {role: _overlap(said[role], _side(dialogue, role), True) for role in said}
         else:
             best = {"customer": max(_overlap(customer, c) for c, _ in parts)}
             best["agent"] = max(_overlap(agent, a) for _, a in parts)
         count = len(sentences(summary))
         scores = {k: int(v >= self.threshold) for k, v in best.items()}
-        reason = f"overlap customer {best['customer']:.2f}, agent {best['agent']:.2f}; {count} sentence(s)"
+        overlap = f"overlap customer {best['customer']:.2f}, agent {best['agent']:.2f}"
+        reason = f"{overlap}; {count} sentence(s)"
         return {**scores, "two_sentences": int(count == 2), "failed": False, "reason": reason}
 
 
+def _side(dialogue: str, role: str) -> str:
+    """What one side ('customer' or 'agent') says in a 'Customer: ...' / 'Agent: ...' dialogue."""
+    lines = dialogue.splitlines()
+    return " ".join(t.partition(":")[2] for t in lines if t.lower().startswith(role + ":"))
+
+
 def choose_judge(verbose: bool = True) -> LLMJudge | OfflineJudge:
-    """An LLMJudge if OPENAI_API_KEY or a judge base URL is set, else an OfflineJudge; says which and why."""
-    base, key = next(filter(None, map(secret, _BASE_URLS)), None), secret("OPENAI_API_KEY")
+    """An LLMJudge if OPENAI_API_KEY or a judge base URL is set, else an OfflineJudge; says which
+    and why."""
+    base, key = _base_url(None)[1], env.secret("OPENAI_API_KEY")
     judge = LLMJudge() if base or key else OfflineJudge()
     why = "a judge base URL is set" if base else "OPENAI_API_KEY is set"
     why = why if base or key else "neither OPENAI_API_KEY nor TUTORLIB_JUDGE_BASE_URL is set"
@@ -230,25 +334,39 @@ def choose_judge(verbose: bool = True) -> LLMJudge | OfflineJudge:
 
 
 def grade_many(
-    judge: LLMJudge | OfflineJudge, rubric: Rubric | str, items: Iterable[Mapping[str, Any]], workers: int = 4
+    judge: LLMJudge | OfflineJudge,
+    rubric: Rubric | str,
+    items: Iterable[Mapping[str, Any]],
+    workers: int = 4,
 ) -> pd.DataFrame:
-    """Grade items (dicts: id, dialogue, summary, references), `workers` at a time, into one row each: id,
-    the criteria, total (missing when failed), failed, reason, tokens, retries, cached, cost_usd, judge."""
+    """Grade items (dicts: id, dialogue, summary, references), `workers` at a time, into one row
+    each: id, the criteria, total (missing when failed), failed, reason, tokens, retries, cached,
+    cost_usd, judge. A judge with a cache has it checked before the first request."""
     rubric, items = _rubric(rubric), list(items)
     for i, item in enumerate(items):
-        if not isinstance(item, Mapping) or {type(item.get(k)) for k in ("dialogue", "summary")} != {str}:
-            raise ValueError(f"item {i} needs string 'dialogue' and 'summary' (and 'id', 'references')")
+        texts = isinstance(item, Mapping) and all(
+            isinstance(item.get(k), str) for k in ("dialogue", "summary")
+        )
+        if not texts:
+            raise ValueError(
+                f"item {i} needs string 'dialogue' and 'summary' (and 'id', 'references')"
+            )
+    if isinstance(cache := getattr(judge, "cache", None), JudgmentCache):
+        cache.check()
+    lowest = {c.name: c.scale[0] for c in rubric.criteria}
 
     def one(item: Mapping[str, Any]) -> dict[str, Any]:
-        if not item["summary"].strip():  # an empty summary meets no criterion: scored, without a request
-            return {**{c.name: c.scale[0] for c in rubric.criteria}, "failed": False, "reason": "empty summary"}
+        if not item["summary"].strip():  # meets no criterion: scored, without a request
+            return {**lowest, "failed": False, "reason": "empty summary"}
         return judge.grade(rubric, item["dialogue"], item["summary"], item.get("references"))
 
     with ThreadPoolExecutor(workers) as pool:
-        results = list(tqdm(pool.map(one, items), total=len(items), desc=f"grading with {judge.label}"))
+        graded = pool.map(one, items)
+        results = list(tqdm(graded, total=len(items), desc=f"grading with {judge.label}"))
     names = [c.name for c in rubric.criteria]
     rows = [{"id": item.get("id", i), **_COUNTS, **results[i]} for i, item in enumerate(items)]
-    df = pd.DataFrame(rows).reindex(columns=["id", *names, "total", "failed", "reason", *_COUNTS, "cost_usd"])
+    columns = ["id", *names, "total", "failed", "reason", *_COUNTS, "cost_usd"]
+    df = pd.DataFrame(rows).reindex(columns=columns)
     df = df.astype({**dict.fromkeys(names, "Int64"), "failed": bool, "cached": bool})
     df["total"] = df[names].sum(axis=1).where(~df["failed"])
     price = judge.price or (float("nan"),) * 2  # unknown, not free
@@ -263,7 +381,9 @@ def summarize_grades(df: pd.DataFrame, rubric: Rubric | str) -> dict[str, Any]:
     rubric = _rubric(rubric)
     names = [c.name for c in rubric.criteria]
     if missing := sorted({*names, "failed", *_COUNTS, "cost_usd", "judge"} - set(df.columns)):
-        raise ValueError(f"not a grade_many table for rubric {rubric.name!r}: missing columns {missing}")
+        raise ValueError(
+            f"not a grade_many table for rubric {rubric.name!r}: missing columns {missing}"
+        )
     graded = df[~df["failed"]]
     criteria = {name: int(graded[name].sum()) for name in names}
     n = len(graded)

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 _KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+JUDGE = "ROUGE (rouge-score, best of the references)"  # how records name this scorer
 _MARKER = re.compile(r"<[^<>\s]+>")  # template end markers such as <END_OF_SECOND_SENTENCE>
 _BREAK = re.compile(r"(?<=[.!?…])\s+|(?<=[.!?…][\"'”’)\]])\s+")
 # A title or "e.g." is always followed by more of the same sentence.
@@ -24,14 +25,18 @@ def sentences(text: str) -> list[str]:
     """The sentences of `text` after removing `<...>` marker tokens; pieces without a letter or digit are dropped."""
     out: list[str] = []
     for piece in _BREAK.split(" ".join(_MARKER.sub(" ", text).split())):
-        if out and (_NEVER_END.search(out[-1]) or (_MAYBE_END.search(out[-1]) and not piece[:1].isupper())):
+        if out and (
+            _NEVER_END.search(out[-1]) or (_MAYBE_END.search(out[-1]) and not piece[:1].isupper())
+        ):
             out[-1] += " " + piece
         else:
             out.append(piece)
     return [s for s in out if re.search(r"\w", s)]
 
 
-def _per_example(predictions: Sequence[str], references_list: Sequence[Sequence[str]]) -> np.ndarray:
+def _per_example(
+    predictions: Sequence[str], references_list: Sequence[Sequence[str]]
+) -> np.ndarray:
     """F1 per example (rows) and metric (columns), each metric against the best of the example's references."""
     from rouge_score import rouge_scorer  # deferred: it imports nltk
 
@@ -47,11 +52,19 @@ def _per_example(predictions: Sequence[str], references_list: Sequence[Sequence[
     scorer = rouge_scorer.RougeScorer(list(_KEYS), use_stemmer=True)
     rows = []
     for i, (prediction, refs) in enumerate(zip(predictions, references_list, strict=True)):
-        refs = [r for r in ([refs] if isinstance(refs, str) else refs) if isinstance(r, str) and r.strip()]
+        refs = [
+            r
+            for r in ([refs] if isinstance(refs, str) else refs)
+            if isinstance(r, str) and r.strip()
+        ]
         if not isinstance(prediction, str) or not refs:
-            raise ValueError(f"example {i} needs a string prediction and at least one non-empty reference")
+            raise ValueError(
+                f"example {i} needs a string prediction and at least one non-empty reference"
+            )
         # One sentence per line: the layout under which rougeLsum computes its summary-level LCS.
-        best = scorer.score_multi(["\n".join(sentences(r)) for r in refs], "\n".join(sentences(prediction)))
+        best = scorer.score_multi(
+            ["\n".join(sentences(r)) for r in refs], "\n".join(sentences(prediction))
+        )
         rows.append([best[key].fmeasure for key in _KEYS])
     return np.array(rows)
 
@@ -63,7 +76,10 @@ def rouge(predictions: Sequence[str], references_list: Sequence[Sequence[str]]) 
 
 
 def rouge_with_ci(
-    predictions: Sequence[str], references_list: Sequence[Sequence[str]], n_boot: int = 1000, seed: int = 0
+    predictions: Sequence[str],
+    references_list: Sequence[Sequence[str]],
+    n_boot: int = 1000,
+    seed: int = 0,
 ) -> pd.DataFrame:
     """`rouge` plus a percentile-bootstrap 95 % interval: rows rouge1..rougeLsum, columns score, low, high."""
     if n_boot < 1:

@@ -27,6 +27,7 @@ def _encoder(model: str) -> Any:
     """tiktoken's encoding for `model`, or None where tiktoken or its encoding file (a download) is missing."""
     try:
         import tiktoken
+
         return tiktoken.get_encoding("cl100k_base" if model.startswith("gpt-3.5") else "o200k_base")
     except Exception:  # noqa: BLE001 - not installed, or offline on first use: count approximately
         return None
@@ -46,7 +47,9 @@ class Report:
 
     path: Path
     model: str
-    tokens: list[int] = field(default_factory=list)  # one count per valid example, as OpenAI would bill it
+    tokens: list[int] = field(
+        default_factory=list
+    )  # one count per valid example, as OpenAI would bill it
     problems: list[tuple[int, str]] = field(default_factory=list)
     approximate: bool = False  # no tiktoken encoding here: 4 characters counted as a token
 
@@ -64,13 +67,21 @@ class Report:
         return billed, billed * TRAINING[self.model][0] / 1e6
 
     def __str__(self) -> str:
-        count = "approximately: 4 characters a token" if self.approximate else "counted with tiktoken"
-        head = [f"{self.path.name}: {self.examples} examples, {sum(self.tokens):,} tokens ({count})"]
+        count = (
+            "approximately: 4 characters a token" if self.approximate else "counted with tiktoken"
+        )
+        head = [
+            f"{self.path.name}: {self.examples} examples, {sum(self.tokens):,} tokens ({count})"
+        ]
         if self.tokens:
-            head.append(f"tokens per example: median {sorted(self.tokens)[len(self.tokens) // 2]:,}, "
-                        f"longest {max(self.tokens):,}")
+            head.append(
+                f"tokens per example: median {sorted(self.tokens)[len(self.tokens) // 2]:,}, "
+                f"longest {max(self.tokens):,}"
+            )
         lines = [f"  line {n}: {text}" if n else f"  {text}" for n, text in self.problems]
-        return "\n".join([*head, f"{len(self.problems)} problem(s)" + (":" if lines else ""), *lines])
+        return "\n".join(
+            [*head, f"{len(self.problems)} problem(s)" + (":" if lines else ""), *lines]
+        )
 
 
 def check(path: str | Path, model: str = "gpt-4o-mini-2024-07-18") -> Report:
@@ -88,7 +99,9 @@ def check(path: str | Path, model: str = "gpt-4o-mini-2024-07-18") -> Report:
         elif line.strip():
             report.tokens.append(tokens)
     if report.examples < MIN_EXAMPLES:
-        report.problems.append((0, f"{report.examples} valid examples; OpenAI needs at least {MIN_EXAMPLES}"))
+        report.problems.append(
+            (0, f"{report.examples} valid examples; OpenAI needs at least {MIN_EXAMPLES}")
+        )
     return report
 
 
@@ -113,7 +126,10 @@ def _problem(line: str, encoder: Any) -> tuple[str | None, int]:
             return f"message {k} ({role}): empty or missing 'content'; expected text", 0
         tokens += 3 + (len(encoder.encode(content)) if encoder else math.ceil(len(content) / 4))
     if messages[-1]["role"] != "assistant":
-        return f"the last message is the {messages[-1]['role']}'s; expected the assistant's answer", 0
+        return (
+            f"the last message is the {messages[-1]['role']}'s; expected the assistant's answer",
+            0,
+        )
     return None, tokens
 
 
@@ -140,9 +156,17 @@ def submit(client: Any, path: str | Path, model: str, state: str | Path, **job: 
     if "job_id" not in saved:
         tag = {"tutorlib_sha256": key["sha256"][:32]}  # metadata values are short strings
         # A job whose reply was lost still exists: find it by its tag (a failed or cancelled one is redone).
-        found = [j for j in client.fine_tuning.jobs.list(metadata=tag, limit=10)
-                 if j.model.startswith(model) and j.status not in ("failed", "cancelled")]
-        made = found[0] if found else client.fine_tuning.jobs.create(
-            training_file=saved["file_id"], model=model, metadata=tag, **job)
+        found = [
+            j
+            for j in client.fine_tuning.jobs.list(metadata=tag, limit=10)
+            if j.model.startswith(model) and j.status not in ("failed", "cancelled")
+        ]
+        made = (
+            found[0]
+            if found
+            else client.fine_tuning.jobs.create(
+                training_file=saved["file_id"], model=model, metadata=tag, **job
+            )
+        )
         keep(job_id=made.id)
     return saved["job_id"]

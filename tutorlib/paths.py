@@ -16,7 +16,9 @@ def _from_env(variable: str, default: Path) -> Path:
 
 def root() -> Path:
     """`TUTORLIB_HOME`, else the checkout of an editable install (it holds pyproject.toml), else the cwd."""
-    return _from_env("TUTORLIB_HOME", _CHECKOUT if (_CHECKOUT / "pyproject.toml").is_file() else Path.cwd())
+    return _from_env(
+        "TUTORLIB_HOME", _CHECKOUT if (_CHECKOUT / "pyproject.toml").is_file() else Path.cwd()
+    )
 
 
 def data_dir() -> Path:
@@ -43,3 +45,15 @@ def images_dir() -> Path:
 def runs_dir() -> Path:
     """Executed notebook copies and training outputs, git-ignored (`TUTORLIB_RUNS` moves them)."""
     return _from_env("TUTORLIB_RUNS", root() / "runs")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` whole or not at all: a temporary file beside it, then a rename, so an
+    interruption leaves the previous content (or no file), never half of the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # still there only when the write failed

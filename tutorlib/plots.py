@@ -1,6 +1,7 @@
 """The course's figures; each returns the Figure and, given `save="name.png"`, writes it to images_dir()."""
 
 import itertools
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -9,10 +10,17 @@ import matplotlib.pyplot as plt  # without a display matplotlib picks the Agg ba
 import pandas as pd
 from matplotlib.figure import Figure
 
-from tutorlib import paths
+from tutorlib import paths, results
 
-_CRITERIA = ("customer", "agent", "two_sentences")  # the TWEETSUMM rubric: one point each per summary
-_CURVES = (("loss", "training loss", "tab:blue", None), ("eval_loss", "validation loss", "tab:orange", "o"))
+_CRITERIA = (
+    "customer",
+    "agent",
+    "two_sentences",
+)  # the TWEETSUMM rubric: one point each per summary
+_CURVES = (
+    ("loss", "training loss", "tab:blue", None),
+    ("eval_loss", "validation loss", "tab:orange", "o"),
+)
 
 
 def _finish(fig: Figure, save: str | None) -> Figure:
@@ -27,75 +35,120 @@ def _finish(fig: Figure, save: str | None) -> Figure:
     return fig
 
 
-def _failed(rec: Mapping[str, Any]) -> str:
-    reason = (rec.get("extra") or {}).get("failed")
-    return "" if not reason else "failed" if reason is True else f"failed ({reason})"
+def _out_of(unit: Any) -> float | None:
+    """The maximum a reference unit names: 'points /150' -> 150."""
+    found = re.search(r"/\s*(\d+(?:\.\d+)?)", str(unit))
+    return float(found[1]) if found else None
 
 
-def _draw(ax: Any, x: list, heights: list, texts: list, top: float, say: bool = True, **style: Any) -> None:
-    """Bars labelled with their values (None: no bar); a bar with a text is a dashed empty outline."""
-    pairs = list(zip(heights, texts, strict=True))
-    bars = ax.bar(x, [top if t else h or 0 for h, t in pairs], **style)
-    ax.bar_label(bars, labels=["" if t or h is None else f"{h:g}" for h, t in pairs], fontsize=8)
-    for bar, xi, text in zip(bars, x, texts, strict=True):
-        if text:
+def _document(reference: Any, metric: str) -> dict[str, tuple]:
+    """{configuration: (points, out of, note)} of the document, for one metric."""
+    if reference is None:
+        return {}
+    rows = reference[reference.metric == metric]
+    if metric == "total" and rows.table.str.startswith("Table").any():
+        rows = rows[rows.table.str.startswith("Table")]  # the prose repeats the tables' numbers
+    return {
+        r.configuration: (None, None, r.note)
+        if pd.isna(r.value)
+        else (r.value, _out_of(r.unit), "")
+        for r in rows.itertuples()
+    }
+
+
+def _run(rec: Mapping[str, Any] | None, metric: str) -> tuple:
+    """(points, out of, note) of this run's record: the total out of its own maximum, a criterion
+    out of the summaries graded; a failed run or an all-failed grading is a note, never a 0."""
+    if rec is None:
+        return None, None, ""
+    if why := results.failure(rec):
+        return None, None, why
+    scores = rec["scores"]
+    if scores.get(metric) is None:
+        raise ValueError(
+            f"record {rec['experiment']!r} has no score {metric!r}; Figure 1 needs {_CRITERIA}"
+        )
+    out_of = scores.get("max_total") if metric == "total" else scores.get("graded")
+    return (float(scores[metric]), float(out_of), "") if out_of else (None, None, "nothing graded")
+
+
+def _bars(ax: Any, xs: list[float], points: list[tuple], width: float, **style: Any) -> None:
+    """Bars at each value's share of its own maximum, labelled 'x of N'. A bar with a note (a
+    failed run) is a dashed outline over the whole axis, the note written inside."""
+    shares = [100 * v / n if v is not None and n else 0 for v, n, _ in points]
+    heights = [100 if note else share for share, (*_, note) in zip(shares, points, strict=True)]
+    drawn = ax.bar(xs, heights, width=width, **style)
+    labels = ["" if note or v is None else f"{v:g} of {n:g}" for v, n, note in points]
+    ax.bar_label(drawn, labels=labels, fontsize=7, rotation=90, padding=2)
+    for bar, x, (*_, note) in zip(drawn, xs, points, strict=True):
+        if note:
             bar.set(fill=False, linestyle="--", edgecolor="0.5")
-            if say:
-                ax.text(xi, top / 2, text, rotation=90, ha="center", va="center", fontsize=8, color="0.4")
-
-
-def _score(rec: Mapping[str, Any] | None, name: str) -> float | None:
-    if rec is not None and not _failed(rec) and rec["scores"].get(name) is None:
-        raise ValueError(f"record {rec['experiment']!r} has no score {name!r}; Figure 1 needs {_CRITERIA}")
-    return None if rec is None or _failed(rec) else float(rec["scores"][name])
+            ax.text(x, 50, note, rotation=90, ha="center", va="center", fontsize=7, color="0.4")
 
 
 def figure1(
-    records: Sequence, reference: Any = None, *, max_total: float, title: str, save: str | None = None
+    records: Sequence, reference: Any = None, *, title: str, save: str | None = None
 ) -> Figure:
-    """Figure 1: totals on top (`reference`'s hollow and grey beside this run's), criteria below.
+    """Figure 1: each configuration's total (top) and points per criterion (bottom), the
+    document's hollow beside this run's solid. Every bar is a share of its own maximum (the
+    document's 150, this run's 3 × summaries graded) with 'x of N' written on it, so that a
+    perfect run and a perfect document draw bars of the same height.
 
-    `reference`: `results.reference` rows (of a whole document, its numbered tables), each on its own scale.
-    """
-    totals = None if reference is None else reference[reference.metric == "total"]
-    if totals is not None and totals.table.str.startswith("Table").any():
-        totals = totals[totals.table.str.startswith("Table")]  # the prose repeats some of the tables' numbers
-    rows = [] if totals is None else totals.itertuples()  # a missing total's note says why: "failed (OOM)"
-    doc = {r.configuration: (None, r.note) if pd.isna(r.value) else (r.value, "") for r in rows}
-    ceiling = max([max_total, *(value for value, _ in doc.values() if value is not None)])
+    `reference`: `results.reference` rows (of a whole document, its numbered tables)."""
     runs = {(r.get("extra") or {}).get("configuration") or r["experiment"]: r for r in records}
-    names = list(dict.fromkeys([*doc, *runs]))
+    totals = _document(reference, "total")
+    names = list(dict.fromkeys([*totals, *runs]))
     if not names:
         raise ValueError("figure1 needs at least one record or a reference table with 'total' rows")
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(6.0, 1.4 * len(names) + 2), 7.5))
-    x, width = range(len(names)), 0.4 if doc else 0.6
-    failed = [_failed(runs[n]) if n in runs else "" for n in names]
-    if doc:
-        values, notes = zip(*(doc.get(n, (None, "")) for n in names), strict=True)
-        style = {"fill": False, "edgecolor": "0.5", "hatch": "//", "label": "document"}
-        _draw(top, [i - width / 2 for i in x], values, notes, ceiling, width=width, **style)
-    xs = [i + width / 2 if doc else i for i in x]
-    scores = [_score(runs.get(n), "total") for n in names]
-    _draw(top, xs, scores, failed, ceiling, width=width, color="tab:blue", label="this run")
-    top.set(ylim=(0, ceiling * 1.1), ylabel=f"total score (this run: /{max_total:g})")
-    each, step = max_total / len(_CRITERIA), 0.8 / len(_CRITERIA)
-    for k, crit in enumerate(_CRITERIA):
-        points = [_score(runs.get(n), crit) for n in names]
-        offsets = [i - 0.4 + step * (k + 0.5) for i in x]
-        _draw(bottom, offsets, points, failed, each, say=k == 1, width=step, label=crit.replace("_", " "))
-    bottom.set(ylim=(0, each * 1.1), ylabel=f"points per criterion (/{each:g})")
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(7.0, 1.5 * len(names) + 2), 8.5))
+    x, width = list(range(len(names))), 0.4 if totals else 0.6
+    if totals:
+        hollow = {"fill": False, "edgecolor": "0.5", "hatch": "//", "label": "document"}
+        points = [totals.get(n, (None, None, "")) for n in names]
+        _bars(top, [i - width / 2 for i in x], points, width, **hollow)
+    mine = [_run(runs.get(n), "total") for n in names]
+    _bars(
+        top,
+        [i + width / 2 if totals else i for i in x],
+        mine,
+        width,
+        color="tab:blue",
+        label="this run",
+    )
+    _criteria_panel(bottom, names, runs, reference)
     ticks = [n if n in runs else f"{n}\n(no record)" for n in names]
-    for ax in (top, bottom):
-        ax.set_xticks(list(x), ticks, rotation=20, ha="right")
-        ax.legend(ncols=3, fontsize=8, loc="upper left")
-    seen = [(k, dict.fromkeys(str(r[k]) for r in records if r.get(k))) for k in ("profile", "judge")]
+    for ax, what in ((top, "total score"), (bottom, "points per criterion")):
+        ax.set(ylim=(0, 125), ylabel=f"{what}\n(% of its own maximum)")
+        ax.set_xticks(x, ticks, rotation=20, ha="right")
+        ax.legend(ncols=4, fontsize=7, loc="upper left")
+    seen = [
+        (k, dict.fromkeys(str(r[k]) for r in records if r.get(k))) for k in ("profile", "judge")
+    ]
     caption = ", ".join(f"{k}: {' / '.join(v)}" for k, v in seen if v)
     fig.suptitle(f"{title}\n(this run: {caption})" if caption else title, fontsize=11)
     return _finish(fig, save)
 
 
+def _criteria_panel(ax: Any, names: list[str], runs: Mapping, reference: Any) -> None:
+    """Per configuration, each criterion's share: the document's (where published) beside this run's."""
+    step = 0.8 / (2 * len(_CRITERIA))
+    for k, (crit, color) in enumerate(
+        zip(_CRITERIA, ("tab:blue", "tab:orange", "tab:green"), strict=True)
+    ):
+        published = _document(reference, crit)
+        left = [i - 0.4 + step * (2 * k + 0.5) for i in range(len(names))]
+        if published:
+            points = [published.get(n, (None, None, "")) for n in names]
+            _bars(ax, left, points, step, fill=False, edgecolor=color, hatch="//")
+        points = [_run(runs.get(n), crit) for n in names]
+        label = crit.replace("_", " ") + " (hollow: document)"
+        _bars(ax, [v + step for v in left], points, step, color=color, label=label)
+
+
 def _losses(history: Any, key: str) -> list[tuple[int, float]]:
-    if isinstance(history, pd.DataFrame):  # results.reference("003", "Training log"): metric "loss@25"
+    if isinstance(
+        history, pd.DataFrame
+    ):  # results.reference("003", "Training log"): metric "loss@25"
         pairs = [(r.metric.split("@"), r.value) for r in history.itertuples()]
         history = [{"step": int(step), name: value} for (name, step), value in pairs]
     return [(e["step"], e[key]) for e in history if key in e and "step" in e]
@@ -106,12 +159,21 @@ def loss_curves(
 ) -> Figure:
     """Loss and eval loss by step from `trainer.state.log_history`; `reference` (a log or CSV rows) dashed."""
     if not _losses(history, "loss") and not _losses(history, "eval_loss"):
-        raise ValueError("the history holds no 'loss' or 'eval_loss' entries with a 'step'; nothing to plot")
+        raise ValueError(
+            "the history holds no 'loss' or 'eval_loss' entries with a 'step'; nothing to plot"
+        )
     fig, ax = plt.subplots(figsize=(7, 4))
     sources = ((history, "this run", "-"), (reference, "document", "--"))
     for (source, who, style), (key, name, color, marker) in itertools.product(sources, _CURVES):
         if source is not None and (points := _losses(source, key)):
-            ax.plot(*zip(*points, strict=True), style, c=color, marker=marker, ms=3, label=f"{who}: {name}")
+            ax.plot(
+                *zip(*points, strict=True),
+                style,
+                c=color,
+                marker=marker,
+                ms=3,
+                label=f"{who}: {name}",
+            )
     ax.set(xlabel="step", ylabel="loss", title=title)
     ax.legend(fontsize=8)
     return _finish(fig, save)
@@ -135,14 +197,21 @@ def bars(
     return _finish(fig, save)
 
 
-def histogram(lengths: Mapping[str, Sequence], *, xlabel: str, title: str, save: str | None = None) -> Figure:
+def histogram(
+    lengths: Mapping[str, Sequence], *, xlabel: str, title: str, save: str | None = None
+) -> Figure:
     """Overlaid histograms, one per named series (e.g. dialogue length in tokens per dataset)."""
     series = {name: sorted(v) for name, v in lengths.items() if len(v)}
     if not series:
         raise ValueError("histogram needs at least one non-empty series; got none")
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, data in series.items():
-        ax.hist(data, bins=30, alpha=0.55, label=f"{name} (n={len(data)}, median {data[len(data) // 2]:g})")
+        ax.hist(
+            data,
+            bins=30,
+            alpha=0.55,
+            label=f"{name} (n={len(data)}, median {data[len(data) // 2]:g})",
+        )
     ax.set(xlabel=xlabel, ylabel="count", title=title)
     ax.legend()
     return _finish(fig, save)

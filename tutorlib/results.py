@@ -1,104 +1,154 @@
-"""One JSON record per experiment, the documents' published numbers (reference.csv), side by side."""
+"""One JSON record per experiment, the documents' published numbers (reference.csv), side by side.
+
+Torch-free: the judge's notebook cells and the tables import it without the training stack.
+"""
 
 import functools
 import json
-import os
-import re
 import warnings
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
+import pydantic
 
-from tutorlib import paths
+from tutorlib import env, paths
 
-_MEMORY_KINDS = ("cuda", "cpu_rss")
 _SECRET_ENV_VARS = ("OPENAI_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
-_REQUIRED = ("experiment", "notebook", "profile", "model", "method", "scores", "created_at")
-_NUMBER, _TEXT = (int, float, type(None)), (str, type(None))
-# The types the tables and figures compute with; `record` writes them, `_read` skips a file without them.
-_TYPES = dict.fromkeys(_REQUIRED, str) | {"scores": dict, "extra": dict, "train_seconds": _NUMBER}
-_TYPES |= {"peak_memory_mb": _NUMBER}
-_KINDS = {str: "text", dict: "an object", _NUMBER: "a number or null", _TEXT: "text or null"}
 _MAIN_SCORES = ("total", "rougeLsum", "rougeL", "rouge1")  # the judge's total first, else ROUGE
-_EXPERIMENT_NAME = re.compile(r"[a-z0-9_-]+")
+
+
+class Record(pydantic.BaseModel):
+    """One experiment (ARCHITECTURE.md, "Results records"). Strict: the tables compute with these
+    values, so a record with a score of the wrong type is never written, and skipped when read."""
+
+    model_config = pydantic.ConfigDict(strict=True, extra="forbid")
+
+    experiment: str = pydantic.Field(pattern=r"^[a-z0-9_-]+$")
+    notebook: str
+    profile: str
+    model: str
+    method: str
+    device: str
+    dtype: str
+    train_seconds: float | None = None
+    peak_memory_mb: float | None = None
+    memory_kind: Literal["cuda", "cpu_rss"] | None = None
+    judge: str | None = None
+    scores: dict[str, int | float | None]
+    extra: dict[str, Any] = {}
+    library_versions: dict[str, str] = pydantic.Field(default_factory=env.library_versions)
+    created_at: str = pydantic.Field(
+        default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds")
+    )
+
+    @pydantic.field_validator("scores", "extra", mode="before")
+    @classmethod
+    def _plain_json(cls, value: Any) -> Any:
+        """NumPy and torch scalars by `.item()`; anything else JSON lacks (paths, dtypes) as text."""
+        as_json = json.dumps(value, default=lambda v: v.item() if hasattr(v, "item") else str(v))
+        return json.loads(as_json)
+
+    @pydantic.model_validator(mode="after")
+    def _consistent(self) -> "Record":
+        if self.peak_memory_mb is not None and self.memory_kind is None:
+            raise ValueError("a peak_memory_mb needs its memory_kind ('cuda' or 'cpu_rss')")
+        if not isinstance(self.extra.get("configuration", ""), str):
+            raise ValueError("extra.configuration must be text")
+        return self
+
+    @property
+    def path(self) -> Path:
+        return paths.results_dir(self.profile) / f"{self.experiment}.json"
+
+    def save(self, secrets: Sequence[str | None] = ()) -> Path:
+        """Write the record whole (a reader never sees half of one); refuse it if it holds a token
+        or a value of `secrets`, or if its file belongs to another configuration."""
+        text = self.model_dump_json(indent=2) + "\n"
+        _refuse_secrets(text, secrets)
+        mine = self.extra.get("configuration")
+        if self.path.exists() and (other := configuration_in(self.path)) not in (None, mine):
+            raise ValueError(
+                f"{self.path} holds the record of configuration {other!r}; refusing to overwrite "
+                f"it with {mine!r}: give the two configurations names that differ in letters or "
+                "digits, or another experiment name"
+            )
+        paths.write_atomic(self.path, text)
+        return self.path
 
 
 def _refuse_secrets(text: str, secrets: Sequence[str | None]) -> None:
-    """Raise naming the variable or argument whose value is in `text`; the value itself is never shown."""
-    named = [(f"${var}", os.environ.get(var)) for var in _SECRET_ENV_VARS]
+    """Raise naming the variable or argument whose value is in `text`, never the value itself."""
+    named = [(f"${var}", env.secret(var)) for var in _SECRET_ENV_VARS]
     named += [(f"secrets[{i}]", secret) for i, secret in enumerate(secrets)]
     for name, secret in named:
         # Under 8 characters it is a placeholder such as "EMPTY", and would match ordinary text.
         if secret and len(secret) >= 8 and (secret in text or json.dumps(secret)[1:-1] in text):
-            raise ValueError(f"refusing to write a results record that contains the value of {name}")
+            raise ValueError(
+                f"refusing to write a results record that contains the value of {name}"
+            )
 
 
-def record(experiment: str, *, notebook: str, profile: Any, model: str, method: str, scores: Mapping[str, Any],
-           train_seconds: float | None = None, peak_memory_mb: float | None = None, memory_kind: str | None = None,
-           judge: str | None = None, dtype: str | None = None, extra: Mapping[str, Any] | None = None,
-           secrets: Sequence[str | None] = ()) -> Path:
-    """Write `results/<profile>/<experiment>.json`; refuse it if it holds a token or a value of `secrets`."""
-    if not isinstance(experiment, str) or not _EXPERIMENT_NAME.fullmatch(experiment):
-        raise ValueError(f"experiment name {experiment!r} is not valid; expected a-z, 0-9, '_' or '-'")
-    if memory_kind not in (*_MEMORY_KINDS, None) or (peak_memory_mb is not None and memory_kind is None):
-        raise ValueError(f"memory_kind must be one of {_MEMORY_KINDS} for a peak memory; got {memory_kind!r}")
-    if not isinstance(scores, Mapping):
-        raise ValueError(f"scores must be a dict of score name -> value; got {type(scores).__name__}")
-    from tutorlib.profile import library_versions  # deferred: tutorlib.profile imports torch
-
+def record(
+    experiment: str, *, profile: Any, secrets: Sequence[str | None] = (), **fields: Any
+) -> Path:
+    """Write `results/<profile>/<experiment>.json`: `fields` are `Record`'s (notebook, model,
+    method, scores, ...); device and dtype come from `profile` unless given."""
     gpu = getattr(profile, "gpu_name", None)
-    device = f"{profile.device} ({gpu})" if gpu else str(profile.device)
-    data = dict(experiment=experiment, notebook=notebook, profile=profile.name, model=model, method=method)
-    data |= dict(device=device, dtype=dtype or str(profile.dtype).removeprefix("torch."))
-    data |= dict(train_seconds=train_seconds, peak_memory_mb=peak_memory_mb, memory_kind=memory_kind)
-    data |= dict(judge=judge, scores=dict(scores), extra=dict(extra or {}), library_versions=library_versions())
-    data["created_at"] = datetime.now(UTC).isoformat(timespec="seconds")
-    # NumPy and torch scalars by `.item()`; anything else JSON lacks (paths, dtypes) as text.
-    text = json.dumps(data, indent=2, default=lambda v: v.item() if hasattr(v, "item") else str(v)) + "\n"
-    _refuse_secrets(text, secrets)
-    if problem := _problem(json.loads(text)):  # the tables would skip it
-        raise ValueError(f"refusing to write results record {experiment!r}: it {problem}")
-    path = paths.results_dir(profile.name) / f"{experiment}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp")  # renamed: a reader never sees half a record
+    fields.setdefault("device", f"{profile.device} ({gpu})" if gpu else str(profile.device))
+    fields["dtype"] = fields.get("dtype") or str(profile.dtype).removeprefix("torch.")
     try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)  # still there only when the write failed
-    return path
+        entry = Record(experiment=experiment, profile=profile.name, **fields)
+    except pydantic.ValidationError as err:
+        raise ValueError(f"refusing to write results record {experiment!r}: {_why(err)}") from None
+    return entry.save(secrets)
 
 
-def _problem(data: Any) -> str | None:
-    """What keeps `data` from being a usable record, or None: missing keys, or values of the wrong type."""
-    if not isinstance(data, dict):
-        return f"holds a JSON {type(data).__name__}, not an object"
-    if missing := [k for k in _REQUIRED if k not in data]:
-        return f"lacks the required keys {missing}"
-    got = [(k, data[k], kind) for k, kind in _TYPES.items() if k in data]
-    if isinstance(data["scores"], dict) and isinstance(extra := data.get("extra", {}), dict):
-        got += [(f"scores.{k}", v, _NUMBER) for k, v in data["scores"].items()]
-        got.append(("extra.configuration", extra.get("configuration"), _TEXT))
-    wrong = [f"{k} is {type(v).__name__}, expected {_KINDS[t]}" for k, v, t in got if not isinstance(v, t)]
-    return f"has values of the wrong type: {'; '.join(wrong)}" if wrong else None
+def _why(err: pydantic.ValidationError) -> str:
+    """pydantic's errors as one line, one per field: 'scores.total: Input should be a valid
+    number; ...' (a union's members, int or float, are not repeated as fields of their own)."""
+    found: dict[str, str] = {}
+    for e in err.errors():
+        where = [str(part) for part in e["loc"] if part not in _UNION_MEMBERS]
+        found[".".join(where) or "record"] = e["msg"].removeprefix("Value error, ")
+    return "; ".join(f"{where}: {msg}" for where, msg in found.items())
+
+
+_UNION_MEMBERS = ("int", "float", "str", "none")
+
+
+def configuration_in(path: Path) -> str | None:
+    """The configuration a record file holds (None: unreadable or none named)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("extra", {}).get("configuration")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _read(path: Path) -> dict[str, Any] | None:
     """One record, or None after a warning that names the file and what is wrong with it."""
     try:
-        problem = _problem(data := json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        problem = f"cannot be read as JSON ({err})"
-    if problem:
-        warnings.warn(f"skipping results record {path}: it {problem}", stacklevel=3)
-    return None if problem else data
+        return Record.model_validate_json(path.read_bytes()).model_dump()
+    except OSError as err:
+        problem = f"cannot be read ({err})"
+    except pydantic.ValidationError as err:
+        problem = f"is not a results record ({_why(err)})"
+    warnings.warn(f"skipping results record {path}: it {problem}", stacklevel=3)
+    return None
 
 
-def load_records(profile_name: str | None = None, notebook: str | None = None) -> list[dict[str, Any]]:
+def failure(rec: Mapping[str, Any]) -> str | None:
+    """'failed' or 'failed (OOM)' for a run recorded as failed; None for a finished one."""
+    reason = (rec.get("extra") or {}).get("failed")
+    return None if not reason else "failed" if reason is True else f"failed ({reason})"
+
+
+def load_records(
+    profile_name: str | None = None, notebook: str | None = None
+) -> list[dict[str, Any]]:
     """The readable records (of one profile and notebook when given), oldest first; bad files are skipped."""
     parent = paths.results_dir("any").parent  # results_dir(p) is <results root>/<p>
     found = []
@@ -106,11 +156,15 @@ def load_records(profile_name: str | None = None, notebook: str | None = None) -
         data = _read(path)
         if data and (notebook is None or Path(str(data["notebook"])).stem == Path(notebook).stem):
             # created_at has whole seconds; the file's time orders two records written in the same one.
-            found.append((str(data["profile"]), str(data["created_at"]), path.stat().st_mtime_ns, data))
+            found.append(
+                (str(data["profile"]), str(data["created_at"]), path.stat().st_mtime_ns, data)
+            )
     return [data for *_, data in sorted(found, key=lambda item: item[:3])]
 
 
-def latest(profile_name: str, configurations: Sequence[str], producers: Mapping | None = None) -> list[dict]:
+def latest(
+    profile_name: str, configurations: Sequence[str], producers: Mapping | None = None
+) -> list[dict]:
     """The newest record per `extra.configuration`, in the order given; the missing ones are named. With
     `producers` (configuration -> notebook number), only that notebook's records count for it, since
     another lesson may reuse the name (08's "DistilGPT2 base" is a DialogSum run, not 01's)."""
@@ -125,23 +179,27 @@ def latest(profile_name: str, configurations: Sequence[str], producers: Mapping 
     return [newest[c] for c in configurations if c in newest]
 
 
-def _failure(rec: Mapping[str, Any]) -> str | None:
-    reason = rec.get("extra", {}).get("failed")
-    return None if not reason else "failed" if reason is True else f"failed ({reason})"
-
-
 def _main_score(rec: Mapping[str, Any]) -> str:
     scores = rec["scores"]
     name = next((k for k in (*_MAIN_SCORES, *scores) if k in scores), None)
     value = f"{scores[name]:.4g}" if isinstance(scores.get(name), int | float) else scores.get(name)
     if scores.get("graded") == 0 and scores.get("failed"):  # nothing was judged: never show it as 0
         return f"all {scores['failed']} judgments failed"
-    return _failure(rec) or ("—" if name is None else f"{name} {value}")
+    return failure(rec) or ("—" if name is None else f"{name} {value}")
 
 
 def summary_table(profile_name: str | None = None) -> pd.DataFrame:
     """One line per record: experiment, model, method, main score, minutes, peak memory and its kind."""
-    columns = ["experiment", "profile", "model", "method", "main score", "train min", "peak memory", "judge"]
+    columns = [
+        "experiment",
+        "profile",
+        "model",
+        "method",
+        "main score",
+        "train min",
+        "peak memory",
+        "judge",
+    ]
     rows = []
     for rec in load_records(profile_name):
         seconds, mb = rec.get("train_seconds"), rec.get("peak_memory_mb")
@@ -167,7 +225,9 @@ def reference(document: str | None = None, table: str | None = None) -> pd.DataF
         if wanted is not None:
             known = list(dict.fromkeys(df[column]))
             if wanted not in known:
-                raise ValueError(f"no {column} {wanted!r} in the reference data; expected one of {known}")
+                raise ValueError(
+                    f"no {column} {wanted!r} in the reference data; expected one of {known}"
+                )
             df = df[df[column] == wanted]
     return df.reset_index(drop=True)
 
@@ -179,9 +239,15 @@ def _measured(rec: Mapping[str, Any], metric: str) -> Any:
     for source in (scores, rec.get("extra", {}), rec):
         if source.get(metric) is not None:
             value = source[metric]
-            value = float(f"{value:.4g}") if isinstance(value, float) else value  # as the documents print
+            value = (
+                float(f"{value:.4g}") if isinstance(value, float) else value
+            )  # as the documents print
             out_of = scores.get("max_total") if metric == "total" else scores.get("graded")
-            return f"{value:g} of {out_of}" if metric in scores and out_of and metric != "graded" else value
+            return (
+                f"{value:g} of {out_of}"
+                if metric in scores and out_of and metric != "graded"
+                else value
+            )
     seconds = rec.get("train_seconds")
     if metric == "train_minutes":
         untrained, known = rec.get("method") in ("base", "reference"), seconds is not None
@@ -204,7 +270,9 @@ def side_by_side(document: str, table: str, records: Sequence[Mapping[str, Any]]
     rows = []
     for ref in reference(document, table).itertuples():
         rec = by_configuration.get(ref.configuration)
-        ours = "" if rec is None else _failure(rec) or _measured(rec, ref.metric)
+        ours = "" if rec is None else failure(rec) or _measured(rec, ref.metric)
         published = (ref.note or "not published") if pd.isna(ref.value) else ref.value
         rows.append([ref.configuration, ref.metric, ref.unit, published, ours])
-    return pd.DataFrame(rows, columns=["configuration", "metric", "unit", "document", _run_label(records)])
+    return pd.DataFrame(
+        rows, columns=["configuration", "metric", "unit", "document", _run_label(records)]
+    )

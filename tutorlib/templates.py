@@ -26,7 +26,9 @@ class Template:
     def prompt(self, dialogue: str) -> str:
         """The model input up to and including the summary header, with no trailing whitespace."""
         if not isinstance(dialogue, str) or not dialogue.strip():
-            raise ValueError(f"template {self.name!r}: expected a non-empty dialogue, got {dialogue!r}")
+            raise ValueError(
+                f"template {self.name!r}: expected a non-empty dialogue, got {dialogue!r}"
+            )
         return self.layout.format(instruction=self.instruction, dialogue=dialogue.strip()).rstrip()
 
     def completion(self, summary: str) -> str:
@@ -42,7 +44,9 @@ class Template:
 
     def cut(self, generated: str) -> str:
         """The text before the end marker, anything marker-like, or a restarted prompt section; stripped."""
-        headers = re.findall(r"^[^{\n]*?:", self.layout, flags=re.MULTILINE)  # "### Summary:", "Output:"
+        headers = re.findall(
+            r"^[^{\n]*?:", self.layout, flags=re.MULTILINE
+        )  # "### Summary:", "Output:"
         patterns = [_MARKER_LIKE, *(rf"^\s*{re.escape(h)}" for h in headers)]
         patterns += [re.escape(self.end_marker)] if self.end_marker else []
         match = re.search("|".join(patterns), generated, flags=re.MULTILINE)
@@ -64,9 +68,16 @@ _FLAN = "Summarize the following conversation."
 _PHI2 = "Summarize the following conversation between two people in one or two sentences."
 _SECTIONS = "### Instruction:\n{instruction}\n\n### %s:\n{dialogue}\n\n### Summary:"
 _ALL = (
-    Template("tweetsumm", "000", _TWEETSUMM, _SECTIONS % "Conversation", "<END_OF_SECOND_SENTENCE>"),
+    Template(
+        "tweetsumm", "000", _TWEETSUMM, _SECTIONS % "Conversation", "<END_OF_SECOND_SENTENCE>"
+    ),
     Template("flan_t5", "001", _FLAN, "{instruction}\n\n{dialogue}\n\nSummary:", seq2seq=True),
-    Template("falcon_samsum", "002", "Write a short summary of the dialogue below.", _SECTIONS % "Dialogue"),
+    Template(
+        "falcon_samsum",
+        "002",
+        "Write a short summary of the dialogue below.",
+        _SECTIONS % "Dialogue",
+    ),
     Template("phi2", "003", _PHI2, "Instruct: {instruction}\n\n{dialogue}\n\nOutput:"),
 )
 TEMPLATES: dict[str, Template] = {t.name: t for t in _ALL}

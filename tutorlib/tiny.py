@@ -54,7 +54,9 @@ _TOKENIZERS: dict[str, tuple[list[str], dict[str, Any], int]] = {
 }
 
 # Rendered through every template, so the corpus has the prompt headers even without sample data.
-_DIALOGUE = "Customer: My parcel is late, can you check?\nAgent: Sorry! It arrives tomorrow morning."
+_DIALOGUE = (
+    "Customer: My parcel is late, can you check?\nAgent: Sorry! It arrives tomorrow morning."
+)
 _SUMMARY = "Customer asks about a late parcel. Agent says it arrives tomorrow."
 
 
@@ -72,7 +74,9 @@ def _texts(path: Path) -> list[str]:
     try:
         records = [json.loads(line) for line in lines if line.strip()]
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON ({err}); expected its dataset's released format") from err
+        raise ValueError(
+            f"{path} is not valid JSON ({err}); expected its dataset's released format"
+        ) from err
     return [s for record in records for s in _strings(record) if " " in s]
 
 
@@ -80,7 +84,9 @@ def _corpus() -> list[str]:
     """The texts of every sample data file under data/, then each prompt template rendered on a sample."""
     root, texts = paths.data_dir(), []
     for path in sorted(root.rglob("*.json*")):
-        hidden = any(part.startswith(".") for part in path.relative_to(root).parts)  # .ipynb_checkpoints
+        hidden = any(
+            part.startswith(".") for part in path.relative_to(root).parts
+        )  # .ipynb_checkpoints
         if path.suffix in (".json", ".jsonl") and not hidden:
             texts += _texts(path)
     for template in TEMPLATES.values():
@@ -113,11 +119,16 @@ def _tokenizer(texts: list[str], family: str) -> PreTrainedTokenizerFast:
 
 def _model(name: str, tok: PreTrainedTokenizerFast) -> Any:
     # The real config's special ids point into the real vocabulary; point them at this tokenizer's.
-    spec, ids = models.spec(name), {"eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id}
+    spec, ids = (
+        models.spec(name),
+        {"eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id},
+    )
     if "bos_token_id" in spec.config:  # Falcon's real config has one, its tokenizer none: it is eos
         ids["bos_token_id"] = tok.eos_token_id if tok.bos_token_id is None else tok.bos_token_id
     config = models.config(name, **spec.tiny, vocab_size=len(tok), **ids)
-    with torch.random.fork_rng(devices=[]):  # the same weights every time; the caller's RNG untouched
+    with torch.random.fork_rng(
+        devices=[]
+    ):  # the same weights every time; the caller's RNG untouched
         torch.manual_seed(_SEED)
         # untie_t5_head gives FLAN-T5 its own lm_head and returns other models unchanged.
         return models.untie_t5_head(models.auto_class(name).from_config(config)).eval()
@@ -128,8 +139,18 @@ def build(name: str, cache_dir: Path | None = None) -> Path:
 
     Built in a staging folder renamed into place: a concurrent reader sees nothing or all of it."""
     spec, texts = models.spec(name), _corpus()
-    settings = [_VERSION, _VOCAB_SIZE, _SEED, spec.config, spec.tiny, _TOKENIZERS[spec.family], texts]
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    settings = [
+        _VERSION,
+        _VOCAB_SIZE,
+        _SEED,
+        spec.config,
+        spec.tiny,
+        _TOKENIZERS[spec.family],
+        texts,
+    ]
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[
+        :12
+    ]
     folder = Path(cache_dir or paths.cache_dir()) / "tiny" / f"{spec.name}-{key}"
     if folder.is_dir():
         return folder

@@ -1,0 +1,126 @@
+"""The run plan: everything one training run needs, resolved once, with one precedence.
+
+`profile.plan("distilgpt2", "lora", max_steps=200)` returns a frozen `Plan`: the registry entry, the
+checkpoint to load, the dtype, the document's LoRA and quantization settings, and the trainer
+arguments merged from four sources, a later one winning:
+
+    course < document < profile < notebook
+
+`course` is what every run of this course sets whatever the document said; `document` is the
+registry's copy of the document's settings (`models.Spec.training`, plus `lora_training` for
+adapter runs); `profile` is precision and the profile's sizes; `notebook` is the caller's own
+keyword arguments. Notebooks build `SFTConfig(**plan.args)` (or `Seq2SeqTrainingArguments`,
+`DPOConfig`) in plain sight; shown in a notebook, a plan is a table of each setting and its source.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+import torch
+
+from tutorlib import models
+
+if TYPE_CHECKING:
+    from peft import LoraConfig
+    from transformers import BitsAndBytesConfig
+
+    from tutorlib.profile import Profile
+
+SOURCES = ("course", "document", "profile", "notebook")
+# Every course run: a validation loss per epoch (the documents pass a validation set, which 2023's
+# default eval_strategy "no" never used), at most two checkpoints kept, no experiment tracker, and
+# a progress bar rather than a printed dict per logging step.
+COURSE = {
+    "eval_strategy": "epoch",
+    "save_total_limit": 2,
+    "report_to": "none",
+    "disable_tqdm": False,
+}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One training run, resolved. Build it with `profile.plan(model, method, **own)`."""
+
+    model: str  # the registry name, e.g. "llama-2-7b"
+    method: str  # one of models.METHODS
+    profile: Profile
+    checkpoint: str  # what from_pretrained loads under this profile
+    dtype: torch.dtype  # the weights as loaded: fp32 for full fine-tuning, else the profile's
+    args: Mapping[str, Any]  # trainer arguments
+    sources: Mapping[str, str]  # where each trainer argument came from
+
+    @property
+    def spec(self) -> models.Spec:
+        return models.spec(self.model)
+
+    @property
+    def lora(self) -> LoraConfig | None:
+        """The document's LoraConfig (None for full fine-tuning); a new object on each access,
+        because peft and trl fill in the one they are given."""
+        from peft import LoraConfig
+
+        return None if self.method == "full" else LoraConfig(**self.spec.lora)
+
+    @property
+    def quantization(self) -> BitsAndBytesConfig | None:
+        """LLM.int8 for `lora-8bit`; NF4 with the document's settings for `qlora`; else None.
+
+        The compute dtype is the profile's (bf16 on Ampere and newer, fp16 on V100/T4, fp32 on a
+        CPU), not the document's bf16, which a V100 can only emulate.
+        """
+        from transformers import BitsAndBytesConfig
+
+        if self.method == "lora-8bit":
+            return BitsAndBytesConfig(load_in_8bit=True)
+        if self.method != "qlora":
+            return None
+        compute = self.profile.dtype_for(self.model)
+        nf4 = {**self.spec.bnb, "bnb_4bit_compute_dtype": compute}
+        return BitsAndBytesConfig(load_in_4bit=True, **nf4)
+
+    def table(self) -> pd.DataFrame:
+        """Each trainer argument, its value and the source it came from."""
+        rows = {k: (str(self.args[k]), self.sources[k]) for k in sorted(self.args)}
+        frame = pd.DataFrame.from_dict(rows, orient="index", columns=["value", "from"])
+        return frame.rename_axis(str(self))
+
+    def __str__(self) -> str:
+        dtype = str(self.dtype).removeprefix("torch.")
+        where = f"{self.profile.name} · {self.checkpoint}"
+        return f"{self.model} · {self.method} · {dtype} weights · {where}"
+
+    def _repr_html_(self) -> str:  # a notebook shows the table
+        return self.table()._repr_html_()
+
+
+def resolve(profile: Profile, model: str, method: str, own: Mapping[str, Any]) -> Plan:
+    """The one place the sources are merged (see the module docstring)."""
+    if method not in models.METHODS:
+        expected = ", ".join(models.METHODS)
+        raise ValueError(f"unknown method {method!r}; expected one of: {expected}")
+    spec = models.spec(model)
+    document = {**spec.training, **(spec.lora_training if method != "full" else {})}
+    layers = zip(SOURCES, (COURSE, document, profile.training(spec.name), own), strict=True)
+    args: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for source, values in layers:
+        args |= values
+        sources |= dict.fromkeys(values, source)
+    # Full fine-tuning keeps fp32 weights (mixed precision trains in 16 bits from that master
+    # copy); adapters train on a base loaded in the profile's dtype.
+    dtype = torch.float32 if method == "full" else profile.dtype_for(spec.name)
+    return Plan(
+        model=spec.name,
+        method=method,
+        profile=profile,
+        checkpoint=profile.checkpoint(spec.name),
+        dtype=dtype,
+        args=MappingProxyType(args),
+        sources=MappingProxyType(sources),
+    )
