@@ -31,15 +31,13 @@ run: $(STAMP)
 # notebook keeps one core busy, so 2 nearly halves the time on a 2-core machine; JOBS=1 runs serially.
 JOBS ?= 2
 
-test: $(STAMP)
-	$(BIN)/ruff check tutorlib tests benchmarks notebooks colab_setup.py
-	TUTORLIB_PROFILE=smoke HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
-	  $(BIN)/python -m pytest tests notebooks --nbmake --nbmake-timeout=600 -p no:cacheprovider \
-	  -n $(JOBS) --dist loadfile
+test: lint
+	.ci/smoke-tests $(BIN)/python -n $(JOBS) --dist loadfile
 
+# ruff's lint rules and its formatting, over every Python file and notebook of the project.
 lint: $(STAMP)
-	$(BIN)/ruff check tutorlib tests benchmarks notebooks colab_setup.py
-	$(BIN)/ruff format --check tutorlib tests benchmarks
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 lab: $(STAMP)
 	$(PIP) install -c constraints.txt -e ".[dev,notebooks]"
@@ -48,9 +46,10 @@ lab: $(STAMP)
 constraints: $(STAMP)
 	$(BIN)/python -m pip freeze --exclude-editable | sed 's/+cpu$$//' > constraints.txt
 
-# Colab's current image (../shared/colab): on Python 3.13, does the course install with Colab's versions
-# held, changing only what the code needs newer, and leaving Colab's kernel stack, numpy, pandas and
-# torch alone? Then the unit tests and smoke notebooks with those versions. Own venvs; needs the index.
+# Colab's current image (.ci/colab, a dated copy of Colab's record): on Python 3.13, does the course
+# install with Colab's versions held, changing only what the code needs newer, and leaving Colab's
+# kernel stack, numpy, pandas and torch alone? Then the unit tests and smoke notebooks with those
+# versions. Own venvs; needs the index.
 colab-check:
 	TORCH="$(TORCH)" bash .ci/colab-check
 

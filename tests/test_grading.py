@@ -7,10 +7,8 @@ each request. Error answers carry `retry-after-ms: 1`, which the SDK honours, so
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections import deque
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pandas as pd
@@ -56,70 +54,31 @@ def err(status: int, message: str = "scripted error") -> dict:
     return {"status": status, "message": message}
 
 
-class Server:
-    """A scripted OpenAI-compatible chat-completions server on loopback."""
+class Scripted:
+    """Answers chat completions from a scripted queue (a 418 once it runs out)."""
 
-    def __init__(self) -> None:
+    def __init__(self, fake_api) -> None:
         self.script: deque[dict] = deque()
-        self.hits: list[dict] = []
-        server = self
+        self.api = fake_api(self.answer)
+        self.hits, self.base_url = self.api.hits, self.api.base_url
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                server.hits.append(
-                    {"path": self.path, "auth": self.headers["Authorization"], "body": body}
-                )
-                step = server.script.popleft() if server.script else err(418, "script exhausted")
-                if step["status"] == 200:
-                    message = {"role": "assistant", "content": step["text"], "refusal": None}
-                    choice = {
-                        "index": 0,
-                        "finish_reason": "stop",
-                        "logprobs": None,
-                        "message": message,
-                    }
-                    usage = {"prompt_tokens": step["in"], "completion_tokens": step["out"]}
-                    payload = {"id": "c1", "object": "chat.completion", "created": int(time.time())}
-                    payload |= {
-                        "model": "m",
-                        "choices": [choice],
-                        "usage": usage | {"total_tokens": 0},
-                    }
-                else:
-                    payload = {"error": {"message": step["message"], "type": "test", "code": None}}
-                data = json.dumps(payload).encode()
-                self.send_response(step["status"])
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.send_header("retry-after-ms", "1")
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
+    def answer(self, method: str, path: str, body: bytes) -> tuple[int, dict]:
+        step = self.script.popleft() if self.script else err(418, "script exhausted")
+        if step["status"] != 200:
+            return step["status"], {"error": {"message": step["message"], "type": "test"}}
+        message = {"role": "assistant", "content": step["text"], "refusal": None}
+        choice = {"index": 0, "finish_reason": "stop", "logprobs": None, "message": message}
+        usage = {"prompt_tokens": step["in"], "completion_tokens": step["out"], "total_tokens": 0}
+        created = int(time.time())
+        payload = {"id": "c1", "object": "chat.completion", "created": created, "model": "m"}
+        return 200, payload | {"choices": [choice], "usage": usage}
 
 
 @pytest.fixture
-def server(monkeypatch):
-    for name in (
-        *ENV,
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-        "http_proxy",
-        "https_proxy",
-        "all_proxy",
-    ):
+def server(monkeypatch, fake_api):
+    for name in ENV:
         monkeypatch.delenv(name, raising=False)
-    fake = Server()
-    yield fake
-    fake.httpd.shutdown()
-    fake.httpd.server_close()
+    return Scripted(fake_api)
 
 
 @pytest.fixture

@@ -4,9 +4,6 @@ files and fine-tuning endpoints, driven by the real openai SDK, so that resuming
 from __future__ import annotations
 
 import json
-import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 import openai
@@ -98,87 +95,47 @@ def test_cost_follows_the_token_count_and_openais_default_epochs(tmp_path, monke
     assert report.cost(epochs=1)[0] == sum(report.tokens)
 
 
-class _FakeOpenAI(BaseHTTPRequestHandler):
-    """Files and fine-tuning jobs held in the server object; `lose_next_reply` drops a created job's reply."""
+class Jobs:
+    """Files and fine-tuning jobs of a fake OpenAI API; `lose_next_reply` drops a job's reply."""
 
-    def log_message(self, *args) -> None:
-        pass
+    def __init__(self, fake_api) -> None:
+        self.uploads: list[bytes] = []
+        self.jobs: list[dict] = []
+        self.lose_next_reply = False
+        self.api = fake_api(self.answer)
 
-    def _reply(self, status: int, body: dict) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+    def answer(self, method: str, path: str, body: bytes) -> tuple[int, dict]:
+        if method == "GET":  # jobs.list(metadata=...)
+            query = parse_qs(urlsplit(path).query)
+            wanted = {k[9:-1]: v[0] for k, v in query.items() if k.startswith("metadata[")}
+            found = [j for j in self.jobs if wanted.items() <= (j["metadata"] or {}).items()]
+            return 200, {"object": "list", "data": found[::-1], "has_more": False}
+        if path == "/v1/files":
+            self.uploads.append(body)
+            file = {"id": f"file-{len(self.uploads)}", "object": "file", "bytes": len(body)}
+            file |= {"created_at": 0, "filename": "train.jsonl", "purpose": "fine-tune"}
+            return 200, file | {"status": "processed"}
+        return self._job(json.loads(body))
 
-    def do_POST(self) -> None:  # noqa: N802 - the handler's required name
-        server, body = self.server, self.rfile.read(int(self.headers["content-length"]))
-        if self.path == "/v1/files":
-            server.uploads.append(body)
-            self._reply(
-                200,
-                {
-                    "id": f"file-{len(server.uploads)}",
-                    "object": "file",
-                    "bytes": len(body),
-                    "created_at": 0,
-                    "filename": "train.jsonl",
-                    "purpose": "fine-tune",
-                    "status": "processed",
-                },
-            )
-        elif self.path == "/v1/fine_tuning/jobs":
-            asked = json.loads(body)
-            job = {
-                "id": f"ftjob-{len(server.jobs) + 1}",
-                "object": "fine_tuning.job",
-                "model": asked["model"],
-                "status": "validating_files",
-                "training_file": asked["training_file"],
-                "created_at": 0,
-                "metadata": asked.get("metadata"),
-                "fine_tuned_model": None,
-                "organization_id": "org",
-                "result_files": [],
-                "seed": 1,
-                "hyperparameters": {"n_epochs": "auto"},
-            }
-            server.jobs.append(job)
-            if server.lose_next_reply:  # the job exists, but the client never hears of it
-                server.lose_next_reply = False
-                self._reply(500, {"error": {"message": "connection reset", "type": "server_error"}})
-            else:
-                self._reply(200, job)
-
-    def do_GET(self) -> None:  # noqa: N802
-        url = urlsplit(self.path)
-        wanted = {
-            re.sub(r"^metadata\[(.*)\]$", r"\1", k): v[0]
-            for k, v in parse_qs(url.query).items()
-            if k.startswith("metadata[")
-        }
-        found = [
-            j
-            for j in self.server.jobs
-            if all((j["metadata"] or {}).get(k) == v for k, v in wanted.items())
-        ]
-        self._reply(200, {"object": "list", "data": found[::-1], "has_more": False})
+    def _job(self, asked: dict) -> tuple[int, dict]:
+        job = {"id": f"ftjob-{len(self.jobs) + 1}", "object": "fine_tuning.job", "created_at": 0}
+        job |= {"model": asked["model"], "status": "validating_files", "seed": 1}
+        job |= {"training_file": asked["training_file"], "metadata": asked.get("metadata")}
+        job |= {"fine_tuned_model": None, "organization_id": "org", "result_files": []}
+        self.jobs.append(job | {"hyperparameters": {"n_epochs": "auto"}})
+        if self.lose_next_reply:  # the job exists, but the client never hears of it
+            self.lose_next_reply = False
+            return 500, {"error": {"message": "connection reset", "type": "server_error"}}
+        return 200, self.jobs[-1]
 
 
 @pytest.fixture
-def server():
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _FakeOpenAI)
-    httpd.uploads, httpd.jobs, httpd.lose_next_reply = [], [], False
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield httpd
-    httpd.shutdown()
+def server(fake_api):
+    return Jobs(fake_api)
 
 
 def _client(server) -> openai.OpenAI:
-    return openai.OpenAI(
-        api_key="sk-test", base_url=f"http://127.0.0.1:{server.server_port}/v1", max_retries=0
-    )
+    return openai.OpenAI(api_key="sk-test", base_url=server.api.base_url, max_retries=0)
 
 
 def test_a_rerun_reuses_the_upload_and_the_job(server, tmp_path):

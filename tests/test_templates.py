@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from datasets import Dataset
 from tokenizers import ByteLevelBPETokenizer
 
 from tutorlib.templates import TEMPLATES, Template
@@ -158,18 +157,4 @@ def test_other_templates_cut_at_a_restarted_prompt_or_a_marker():
             " a. [done] b"
         )
         == "a."
-    )
-
-
-def _records() -> Dataset:
-    return Dataset.from_list(
-        [
-            {"id": "a", "dialogue": DIALOGUE, "summary": SUMMARY, "topic": "travel"},
-            {
-                "id": "b",
-                "dialogue": "Ann: hi\nBob: hello",
-                "summary": "Ann and Bob greet.",
-                "topic": "chat",
-            },
-        ]
     )

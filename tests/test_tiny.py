@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import re
 import threading
-import time
 
 import pytest
 import torch
@@ -171,10 +170,8 @@ def test_second_build_is_a_cache_hit_named_after_the_model(folders, caplog):
         "llama-2-7b-"
     )
     stamp = (folder / "model.safetensors").stat().st_mtime_ns
-    start = time.perf_counter()
     with caplog.at_level(logging.INFO, logger="tutorlib.tiny"):
         assert tiny.build("distilgpt2") == tiny.build("distilbert/distilgpt2") == folder
-    assert time.perf_counter() - start < 2
     assert (folder / "model.safetensors").stat().st_mtime_ns == stamp
     assert not [r for r in caplog.records if "building" in r.getMessage()]
 
