@@ -1,14 +1,15 @@
 """Run by each notebook's set-up cell in Colab once the course is cloned into DIR: install tutorlib
 without replacing what Colab's runtime depends on, and stop with a clear message when the runtime
-has to restart. The cell runs it with `exec` in its own interpreter, so `sys.modules` is the notebook's.
-`.ci/colab_constraints.py` imports KEEP from here: one list of what Colab must keep."""
+has to restart. The cell runs it with `exec` in its own interpreter, so `sys.modules` is the
+notebook's. `.ci/colab_constraints.py` imports KEEP from here: one list of what Colab must keep."""
 
 import subprocess
 import sys
 from importlib import metadata
 
-# Colab's kernel, its arrays and its CUDA build of torch: pip may install around them, never replace them.
-KEEP = "ipykernel ipython ipywidgets jupyter-client tornado traitlets notebook numpy pandas torch".split()
+# Colab's kernel, arrays and CUDA build of torch: pip may install around them, never replace them.
+KEEP = """ipykernel ipython ipywidgets jupyter-client tornado traitlets notebook
+    numpy pandas torch""".split()
 
 
 def installed() -> dict[str, str]:
@@ -26,7 +27,8 @@ def install(folder: str, env: dict | None = None) -> None:
     if done.returncode:
         print(done.stdout + done.stderr)
         raise RuntimeError(
-            f"set-up failed: `{' '.join(cmd)}` (output above). To start afresh, delete {folder} and run the cell again."
+            f"set-up failed: `{' '.join(cmd)}` (output above). "
+            f"To start afresh, delete {folder} and run the cell again."
         )
     sys.path.insert(0, folder)
     changed = {
@@ -38,12 +40,12 @@ def install(folder: str, env: dict | None = None) -> None:
         "set-up: installed or upgraded:",
         ", ".join(f"{n} {c}" for n, c in changed.items()) or "nothing",
     )
-    if stale := [
-        n for n in changed if n.replace("-", "_") in sys.modules
-    ]:  # their old code is in memory
+    # imported already: their old code is in memory
+    stale = [n for n in changed if n.replace("-", "_") in sys.modules]
+    if stale:
         raise RuntimeError(
-            f"Restart needed: {', '.join(stale)} were imported before the upgrade. Runtime > Restart "
-            "session, then Run all again (this cell then installs nothing new)."
+            f"Restart needed: {', '.join(stale)} were imported before the upgrade. "
+            "Runtime > Restart session, then Run all again (this cell then installs nothing new)."
         )
 
 

@@ -1,16 +1,16 @@
 """Colab's preinstalled versions as pip constraints, and checks that an install left them alone.
 
   write FREEZE OUT [RELEASED...]     constraints from Colab's `pip freeze`, less the RELEASED names
-  report FREEZE JSON [RELEASED...]   what a `pip install --dry-run --report JSON` would add or change
+  report FREEZE JSON [RELEASED...]   what `pip install --dry-run --report JSON` would add or change
   compare FREEZE [RELEASED...]       this interpreter's packages against Colab's
   stand-in FREEZE                    register Colab's torch version as installed (no code, no CUDA)
   versions                           the versions of the libraries the course is built on
 
 Left out of the constraints: torch and its companions (the check brings a CPU build), every CUDA
-package (nvidia-*, cuda-*, triton, *-cu12, *cuda*, +cu builds), pip/setuptools/wheel, and direct URLs,
-which pip does not take as constraints; local version suffixes are dropped from the rest. A RELEASED
-package may change (the check names it); any other change of a Colab package fails, and a change to
-one in HELD can never be released.
+package (nvidia-*, cuda-*, triton, *-cu12, *cuda*, +cu builds), pip/setuptools/wheel, and direct
+URLs, which pip does not take as constraints; local version suffixes are dropped from the rest. A
+RELEASED package may change (the check names it); any other change of a Colab package fails, and a
+change to one in HELD can never be released.
 """
 
 from __future__ import annotations
@@ -23,17 +23,16 @@ from importlib import metadata
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from colab_setup import KEEP  # noqa: E402 - the set-up cell's list: what a notebook must never replace in Colab
+# the set-up cell's list: what a notebook must never replace in Colab
+from colab_setup import KEEP  # noqa: E402
 
 HELD = set(KEEP)
-LIBRARIES = """torch transformers trl peft accelerate datasets bitsandbytes openai huggingface-hub tokenizers
-    pyarrow numpy pandas ipykernel ipython ipywidgets jupyter-client tornado nbclient nbformat nbmake""".split()
+LIBRARIES = """torch transformers trl peft accelerate datasets bitsandbytes openai huggingface-hub
+    tokenizers pyarrow numpy pandas ipykernel ipython ipywidgets jupyter-client tornado nbclient
+    nbformat nbmake""".split()
 _TORCH = {"torch", "torchvision", "torchaudio", "torchcodec"}
-_TOOLS = {
-    "pip",
-    "setuptools",
-    "wheel",
-}  # the venv's own; torch 2.13 needs a newer setuptools than Colab's
+# the venv's own; torch 2.13 needs a newer setuptools than Colab's
+_TOOLS = {"pip", "setuptools", "wheel"}
 _CUDA = re.compile(r"^(nvidia-|cuda-|triton$)|cuda|-cu\d+$")
 
 
@@ -61,10 +60,9 @@ def _constrained(name: str, version: str) -> bool:
 
 def _released(names: list[str]) -> set[str]:
     released = {_norm(n) for n in names}
-    if released & HELD:
-        sys.exit(
-            f"colab: {sorted(released & HELD)} may never be released: Colab's runtime depends on them"
-        )
+    held = sorted(released & HELD)
+    if held:
+        sys.exit(f"colab: {held} may never be released: Colab's runtime depends on them")
     return released
 
 
@@ -76,8 +74,8 @@ def write(freeze: str, out: str, *released: str) -> int:
         + "".join(f"{n}=={v}\n" for n, v in sorted(kept.items()))
     )
     print(
-        f"colab: {len(kept)} of Colab's {len(versions)} pinned packages held as constraints in {out}"
-        f"{'; released: ' + ', '.join(sorted(free)) if free else ''}"
+        f"colab: {len(kept)} of Colab's {len(versions)} pinned packages held as constraints "
+        f"in {out}{'; released: ' + ', '.join(sorted(free)) if free else ''}"
     )
     return 0
 
@@ -96,7 +94,7 @@ def _verdict(changed: list[str], free: set[str]) -> int:
 
 
 def report(freeze: str, report_json: str, *released: str) -> int:
-    """Sort what a dry run would install into: new to Colab, Colab's own version, changed from Colab."""
+    """Sort a dry run's installs into: new to Colab, at Colab's own version, changed from Colab."""
     colab, free = colab_versions(Path(freeze)), _released(list(released))
     new, same, changed = [], 0, []
     for item in json.loads(Path(report_json).read_text())["install"]:
@@ -110,7 +108,8 @@ def report(freeze: str, report_json: str, *released: str) -> int:
         else:
             changed.append(f"{name} {colab[name]} -> {version}")
     print(
-        f"colab: dry run resolves: {same} at Colab's version, {len(new)} new, {len(changed)} changed"
+        f"colab: dry run resolves: {same} at Colab's version, {len(new)} new, "
+        f"{len(changed)} changed"
     )
     print(f"colab:   new: {', '.join(sorted(new)) or '-'}")
     return _verdict(changed, free)

@@ -1,13 +1,14 @@
 """Exact memory accounting: what training holds, tensor by tensor, beside `memory.estimate()`.
 
 Usage:
-    OMP_NUM_THREADS=1 python benchmarks/memory_accounting.py            # every model, about 10 minutes
+    OMP_NUM_THREADS=1 python benchmarks/memory_accounting.py  # every model, about 10 minutes
     options: --models distilgpt2 phi-2  --methods full qlora  --out FILE
 
 For each model, method (full, lora, lora-8bit, qlora) and batch × sequence shape, on the CPU and in
 fp32 (the dtype the estimate is asked for), it counts unique tensor storages, so a tied or viewed
 tensor counts once and a quantized weight counts its packed codes and its scales:
-- weights: every parameter and bitsandbytes' quantization state (8-bit SCB; 4-bit absmax, code, nested);
+- weights: every parameter and bitsandbytes' quantization state (8-bit SCB; 4-bit absmax, code,
+  nested);
 - gradients: every `.grad` after one backward pass;
 - optimizer: torch's AdamW state after one step (the estimate's "adamw");
 - activations: what autograd saves for backward, through `torch.autograd.graph.saved_tensors_hooks`.
@@ -46,32 +47,31 @@ from tutorlib import memory, models, profile, train  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results"
 PARTS = ("weights", "gradients", "optimizer", "activations")
 SHAPES = ((1, 128), (2, 256))
-SCALED = {
-    "llama-2-7b": (1, 2),
-    "falcon-7b": (1, 2),
-    "phi-2": (1, 2),
-}  # measured depths, then extrapolated
+# measured depths, then extrapolated
+SCALED = {"llama-2-7b": (1, 2), "falcon-7b": (1, 2), "phi-2": (1, 2)}
 BUDGET_GB = 7.0  # tensors a configuration may hold here (the machine is shared)
 MB, GB = 2**20, 2**30
 # Why a row is outside ±10 %, where the cause is known (see benchmarks/README.md)
 CPU_DROPOUT = (
-    "CPU only: with dropout > 0 CPU SDPA falls back to its math kernel (3 s×s tensors per head) and dropout keeps "
-    "fp32 noise; CUDA's fused kernels keep neither, and the estimate follows CUDA"
+    "CPU only: with dropout > 0 CPU SDPA falls back to its math kernel (3 s×s tensors per head) "
+    "and dropout keeps fp32 noise; CUDA's fused kernels keep neither, and the estimate follows CUDA"
 )
 FALCON_SCORES = (
-    "CPU only (inferred, not probed per op): from 1x128 to 2x256 (4x the tokens) Falcon's measured activations "
-    "grow 4.7x, the mark of an s×s tensor; one fp32 s×s tensor per head per block (1,191 MB at 2x256 over 32 "
-    "blocks) brings the ratio to 0.95. CPU attention keeps it; CUDA's fused kernel keeps no s×s tensor"
+    "CPU only (inferred, not probed per op): from 1x128 to 2x256 (4x the tokens) Falcon's measured "
+    "activations grow 4.7x, the mark of an s×s tensor; one fp32 s×s tensor per head per block "
+    "(1,191 MB at 2x256 over 32 blocks) brings the ratio to 0.95. CPU attention keeps it; CUDA's "
+    "fused kernel keeps no s×s tensor"
 )
 T5_DROPOUT = CPU_DROPOUT + (
-    " (checked for T5: with dropout_rate=0 its LoRA 2x256 activations measure 1,235 MB against the estimate's "
-    "1,080, a ratio of 0.87; LoRA's own dropout, p=0.05, still keeps fp32 noise there, about 57 MB by count)"
+    " (checked for T5: with dropout_rate=0 its LoRA 2x256 activations measure 1,235 MB against the "
+    "estimate's 1,080, a ratio of 0.87; LoRA's own dropout, p=0.05, still keeps fp32 noise there, "
+    "about 57 MB by count)"
 )
 WHY = {"distilgpt2": CPU_DROPOUT, "flan-t5-base": T5_DROPOUT, "falcon-7b": FALCON_SCORES}
 
 
 class SavedTensors:
-    """Live bytes of the tensors autograd keeps for backward, and their peak, each storage counted once."""
+    """Live and peak bytes of the tensors autograd keeps for backward, each storage counted once."""
 
     def __init__(self, exclude: set[int]) -> None:
         self.exclude, self.refs, self.sizes = exclude, {}, {}
@@ -100,7 +100,7 @@ class SavedTensors:
 
 
 class _Held:
-    """A saved tensor as autograd holds it: when autograd drops it, its bytes leave the live count."""
+    """A saved tensor as autograd holds it: dropped by autograd, its bytes leave the live count."""
 
     def __init__(self, tensor: torch.Tensor, key: int, owner: SavedTensors) -> None:
         self.tensor, self.key, self.owner = tensor, key, owner
@@ -117,24 +117,22 @@ def batch(model: Any, b: int, s: int) -> dict[str, torch.Tensor]:
 
 
 def activations(model: Any, b: int, s: int, checkpointing: bool) -> dict[str, int]:
-    """Bytes saved for backward by one forward and backward pass: at the end of forward, and the peak."""
-    if (
-        checkpointing
-    ):  # reentrant: the backward recomputes a block as an ordinary forward, which the hooks see
+    """Bytes saved for backward by one forward and backward pass: at the end of forward, and
+    the peak."""
+    if checkpointing:
+        # reentrant: the backward recomputes a block as an ordinary forward, which the hooks see
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
         model.enable_input_require_grads()
     else:
         model.gradient_checkpointing_disable()
     model.train()
-    saved = SavedTensors(
-        {ptr for _, ptr in memory.storages(model)["weights"]}
-    )  # a saved weight is a weight
+    # a saved weight is a weight
+    saved = SavedTensors({ptr for _, ptr in memory.storages(model)["weights"]})
     with saved.hooks:
         loss = model(**batch(model, b, s)).loss
         forward = saved.live
-        if (
-            checkpointing
-        ):  # without it nothing is saved during backward: the peak is the end of forward
+        # without checkpointing nothing is saved during backward: the peak is the end of forward
+        if checkpointing:
             loss.backward()
     del loss
     model.zero_grad(set_to_none=True)
@@ -155,7 +153,8 @@ def train_state(model: Any) -> dict[str, int]:
 
 
 def build(name: str, method: str, layers: int | None, folder: Path, prof: Any, **sizes: Any) -> Any:
-    """The model as `train.finetune` would train it, from a random-weight config (fp32); `sizes` override it."""
+    """The model as `train.finetune` would train it, from a random-weight config (fp32);
+    `sizes` override it."""
     depth = {} if layers is None else {"num_hidden_layers": layers}
     if layers is not None and models.spec(name).seq2seq:
         depth = {"num_layers": layers, "num_decoder_layers": layers}
@@ -179,15 +178,15 @@ def build(name: str, method: str, layers: int | None, folder: Path, prof: Any, *
 
 
 def measure(name: str, method: str, layers: int | None, prof: Any) -> dict[str, Any]:
-    """Every component of one (model, method, depth), activations at each shape with and without checkpointing."""
+    """Every component of one (model, method, depth), activations at each shape with and
+    without checkpointing."""
     with tempfile.TemporaryDirectory() as tmp:
         model = build(name, method, layers, Path(tmp), prof)
     out: dict[str, Any] = train_state(model)
     for b, s in SHAPES:
         for ckpt in (False, True):
-            out[f"activations {b}x{s} {'ckpt' if ckpt else 'no-ckpt'}"] = activations(
-                model, b, s, ckpt
-            )
+            key = f"activations {b}x{s} {'ckpt' if ckpt else 'no-ckpt'}"
+            out[key] = activations(model, b, s, ckpt)
     memory.free(model)
     return out
 
@@ -209,7 +208,7 @@ def estimate(
 
 
 def depths(name: str, method: str) -> tuple[int, int] | None:
-    """The two depths to measure a scaled model at: 1 and 2 blocks, else 0 and 1, else None (too big)."""
+    """Two depths to measure a scaled model at: 1 and 2 blocks, else 0 and 1; None if too big."""
     b, s = SHAPES[-1]
     fits = [sum(estimate(name, method, b, s, False, k).values()) < BUDGET_GB * GB for k in (1, 2)]
     return (1, 2) if fits[1] else (0, 1) if fits[0] else None
@@ -223,15 +222,14 @@ def extrapolate(low: Any, high: Any, extra: int) -> Any:
 
 
 def record(name: str, method: str, prof: Any) -> dict[str, Any]:
-    """One model and method: measured (or extrapolated) components beside the estimate at each shape."""
+    """One model and method: measured (or extrapolated) components beside the estimate per shape."""
     rec: dict[str, Any] = {"model": name, "method": method}
     if name in SCALED:
         pair = depths(name, method)
         if pair is None:
             one = sum(estimate(name, method, *SHAPES[-1], False, 1).values()) / GB
-            return rec | {
-                "skipped": f"one block at full width holds {one:.1f} GB > the {BUDGET_GB:g} GB budget"
-            }
+            skipped = f"one block at full width holds {one:.1f} GB > the {BUDGET_GB:g} GB budget"
+            return rec | {"skipped": skipped}
         low, high = (measure(name, method, k, prof) for k in pair)
         depth = models.config(name).num_hidden_layers
         rec |= {"measured_depths": list(pair), "real_depth": depth, "extrapolated": True}
@@ -253,7 +251,7 @@ def with_estimates(rec: dict[str, Any]) -> dict[str, Any]:
 
 
 def rows(rec: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per shape and checkpointing: each component's estimate, measurement and their ratio (MB)."""
+    """One row per shape and checkpointing: each part's estimate, measurement and ratio (MB)."""
     out = []
     for key, est in rec.get("estimate", {}).items():
         got = {p: rec["measured"][p] for p in PARTS[:3]} | {
@@ -340,7 +338,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def attempt(name: str, method: str, prof: Any) -> dict[str, Any]:
-    """`record()`, or a skipped record that names the error, so one failure does not lose the others."""
+    """`record()`, or a skipped record naming the error, so one failure does not lose the others."""
     try:
         return record(name, method, prof)
     except Exception as err:  # noqa: BLE001 - recorded and shown in the table

@@ -1,15 +1,17 @@
-"""Can the `smoke` stand-ins tell notebooks 01-03's story? Measured variants of the miniature, not the course's.
+"""Can the `smoke` stand-ins tell notebooks 01-03's story? Measured miniatures, not the course's.
 
 Usage:
-    .venv/bin/python benchmarks/smoke_miniature.py                 # every variant, about 40 minutes, one core
+    .venv/bin/python benchmarks/smoke_miniature.py  # every variant, about 40 minutes, one core
     options: --variants today-full probe-init-0.2  --out FILE     # the others' records are kept
 
-Under `smoke`, notebooks 01-03 fine-tune 2-layer, 64-wide stand-ins (random weights, `tutorlib.tiny`)
-for 30 steps and generate 24 tokens; every score is 0. Each variant below changes one or more of:
+Under `smoke`, notebooks 01-03 fine-tune 2-layer, 64-wide stand-ins (random weights,
+`tutorlib.tiny`) for 30 steps and generate 24 tokens; every score is 0. Each variant below changes
+one or more of:
 - `pretrain`: next-token steps on the bundled train splits before fine-tuning: every dialogue, plus
   the DialogSum and SAMSum summaries (never TWEETSUMM's, the task fine-tuned here), in 128-token
   blocks, batch 8, lr 3e-3 decaying linearly to 0. A stand-in for pre-training, meant to give
-  fine-tuning something to adapt; on these ~30,000 tokens the base memorizes more than it generalizes;
+  fine-tuning something to adapt; on these ~30,000 tokens the base memorizes more than it
+  generalizes;
 - `task_summaries`: pre-train on TWEETSUMM's own train summaries too. Not a miniature anyone should
   ship (it leaks the task into the base); an upper bound on what a base that knows the task's
   language gives an adapter;
@@ -20,11 +22,11 @@ for 30 steps and generate 24 tokens; every score is 0. Each variant below change
 - `init`: the stand-in's `initializer_range` (the real configs' 0.02 is calibrated for 768+ wide
   layers; at width 64 it leaves the output head's rows about 3.5 times shorter than DistilGPT2's);
 - `steps`, `lr`: the SFTConfig's `max_steps` and `learning_rate` (smoke: 30 and 2e-3);
-- `tokens`: `max_new_tokens` when generating (smoke: 24; a two-sentence TWEETSUMM summary needs ~45).
+- `tokens`: generation's `max_new_tokens` (smoke: 24; a two-sentence TWEETSUMM summary needs ~45).
 Each variant fine-tunes with `train.finetune` (the document's settings, the smoke profile, then the
-variant's overrides), summarizes the smoke test set (4 conversations) greedily and grades it with the
-offline judge (12 points). `probe` variants instead train a LoRA on the first summary token only and
-report its loss: whether the frozen output head lets an adapter say one fixed word at all.
+variant's overrides), summarizes the smoke test set (4 conversations) greedily and grades it with
+the offline judge (12 points). `probe` variants instead train a LoRA on the first summary token only
+and report its loss: whether the frozen output head lets an adapter say one fixed word at all.
 Records: benchmarks/results/smoke_miniature.{json,md}.
 """
 
@@ -59,7 +61,8 @@ PRETRAIN = {"batch": 8, "length": 128, "lr": 3e-3, "seed": 0}
 
 
 class V(NamedTuple):
-    """One variant: the stand-in (sizes over the registry's `tiny`, init, pre-training) and the fine-tune."""
+    """One variant: the stand-in (sizes over the registry's `tiny`, init, pre-training) and the
+    fine-tune."""
 
     model: str
     method: str
@@ -70,12 +73,10 @@ class V(NamedTuple):
     tokens: int = 24  # max_new_tokens
     base: bool = False  # grade the base too
     sizes: dict | None = None  # e.g. wider and deeper than the registry's 2 x 64
-    task_summaries: bool = (
-        False  # pre-train on TWEETSUMM's own summaries too: an upper bound, a leak
-    )
-    synthetic: int = (
-        0  # pre-train on this many TWEETSUMM-style summaries of `synthetic.template_pair` too
-    )
+    # pre-train on TWEETSUMM's own summaries too: an upper bound, a leak
+    task_summaries: bool = False
+    # pre-train on this many TWEETSUMM-style summaries of `synthetic.template_pair` too
+    synthetic: int = 0
 
 
 _WIDE = {"hidden_size": 256, "intermediate_size": 688, "num_hidden_layers": 4}
@@ -117,7 +118,7 @@ VARIANTS: dict[str, V] = {
 
 @dataclass(frozen=True)
 class _Variant(profile.Profile):
-    """The smoke profile, loading one prepared stand-in folder and generating `new_tokens` tokens."""
+    """The smoke profile, loading one prepared stand-in folder, generating `new_tokens` tokens."""
 
     folder: str = ""
     new_tokens: int = 24
@@ -130,14 +131,13 @@ class _Variant(profile.Profile):
 
 
 def stand_in(v: V, work: Path) -> str:
-    """The default stand-in, re-drawn with `v`'s sizes and init and pre-trained when asked; cached in `work`."""
+    """The default stand-in, re-drawn with `v`'s sizes and init and pre-trained when asked; cached
+    in `work`."""
     folder, redraw = tiny.build(v.model), v.init is not None or bool(v.sizes)
     if not redraw and not v.pretrain:
         return str(folder)
-    out = (
-        work
-        / f"{v.model}-{v.init}-{v.pretrain}-{sorted((v.sizes or {}).items())}-{v.task_summaries}-{v.synthetic}"
-    )
+    sizes = sorted((v.sizes or {}).items())
+    out = work / f"{v.model}-{v.init}-{v.pretrain}-{sizes}-{v.task_summaries}-{v.synthetic}"
     if out.is_dir():
         return str(out)
     tok = AutoTokenizer.from_pretrained(folder)
@@ -159,8 +159,8 @@ def stand_in(v: V, work: Path) -> str:
 def pretrain(
     model: Any, tok: Any, steps: int, task_summaries: bool = False, synthetic_pairs: int = 0
 ) -> None:
-    """Next-token training on every bundled train dialogue and the non-TWEETSUMM summaries (all, if asked),
-    and the summaries of the first `synthetic_pairs` offline synthetic pairs."""
+    """Next-token training on every bundled train dialogue and the non-TWEETSUMM summaries (all, if
+    asked), and the summaries of the first `synthetic_pairs` offline synthetic pairs."""
     texts = []
     for name in data.DATASETS:
         rows = data.load(name)["train"]
@@ -182,7 +182,7 @@ def pretrain(
 
 
 def points(evaluation: course.Evaluation) -> dict[str, Any]:
-    """The offline judge's points (out of 3 per summary) and the summaries of one `Lesson.evaluate`."""
+    """The offline judge's points (out of 3 per summary) and summaries of one `Lesson.evaluate`."""
     totals = evaluation.totals
     return {
         "points": totals["total"],
@@ -193,7 +193,8 @@ def points(evaluation: course.Evaluation) -> dict[str, Any]:
 
 
 def probe(folder: str, steps: int, lr: float) -> dict[str, Any]:
-    """A LoRA (the document's) trained on one target, the first summary token " Customer": its last loss."""
+    """A LoRA (the document's) trained on one target, the first summary token " Customer": its
+    last loss."""
     model, tok = AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
     rows, template = data.load("tweetsumm")["train"], TEMPLATES["tweetsumm"]
     prompts = [tok(template.prompt(d)).input_ids[-200:] for d in rows["dialogue"]]
@@ -244,7 +245,8 @@ def run(key: str, prof: Any, work: Path) -> dict[str, Any]:
     variant = _Variant(
         **{f.name: getattr(prof, f.name) for f in fields(prof)}, folder=folder, new_tokens=v.tokens
     )
-    # Notebook 01's pipeline: summarize the smoke test set, grade it, record it (in the temporary folder).
+    # Notebook 01's pipeline: summarize the smoke test set, grade it, record it (in the temporary
+    # folder).
     lesson = course.Lesson(
         "smoke_miniature", variant, template="tweetsumm", judge=grading.OfflineJudge()
     )
@@ -258,39 +260,38 @@ def run(key: str, prof: Any, work: Path) -> dict[str, Any]:
     trained = train.finetune(plan, tweetsumm, template=lesson.template)
     out |= {"train_seconds": round(trained.seconds, 1), "loss_first": round(trained.losses[0], 2)}
     out |= {"loss_last": round(trained.losses[-1], 2), "trainable": trained.trainable_params}
-    return out | {
-        "tuned": points(
-            lesson.evaluate(trained.model, trained.tokenizer, test, key, trained=trained)
-        )
-    }
+    tuned = lesson.evaluate(trained.model, trained.tokenizer, test, key, trained=trained)
+    return out | {"tuned": points(tuned)}
 
 
 def table(records: list[dict[str, Any]]) -> str:
-    head = "| variant | model · method | layers × width | pre-train steps | init | steps · lr | new tokens | base points | tuned points (2 sentences) | loss first → last | a tuned summary |"
+    head = (
+        "| variant | model · method | layers × width | pre-train steps | init | steps · lr "
+        "| new tokens | base points | tuned points (2 sentences) "
+        "| loss first → last | a tuned summary |"
+    )
     lines = [head, "|" + " --- |" * 11]
     for r in records:
         size = f"{r.get('layers', 2)} × {r.get('width', 64)}"
-        pre = f"{r['pretrain_steps']}" + (
-            " (with TWEETSUMM's summaries)" if r.get("task_summaries") else ""
-        )
-        pre += (
-            f" (with {r['synthetic_summaries']} synthetic summaries)"
-            if r.get("synthetic_summaries")
-            else ""
-        )
+        pre = f"{r['pretrain_steps']}"
+        if r.get("task_summaries"):
+            pre += " (with TWEETSUMM's summaries)"
+        if r.get("synthetic_summaries"):
+            pre += f" (with {r['synthetic_summaries']} synthetic summaries)"
         if r["method"] == "probe":
             lines.append(
-                f"| {r['variant']} | first-token LoRA probe | {size} | 0 | {r['init'] or 0.02} | {r['steps']} · {r['lr']:g} "
-                f"| | | | {r['first_loss']} → {r['last_loss']} | |"
+                f"| {r['variant']} | first-token LoRA probe | {size} | 0 | {r['init'] or 0.02} "
+                f"| {r['steps']} · {r['lr']:g} | | | | {r['first_loss']} → {r['last_loss']} | |"
             )
             continue
         base = f"{r['base']['points']} / {r['base']['of']}" if "base" in r else ""
         tuned = r["tuned"]
         shown = tuned["summaries"][0].replace("|", "\\|").replace("\n", " ⏎ ")[:90]
         lines.append(
-            f"| {r['variant']} | {r['model']} · {r['method']} | {size} | {pre} | {r['init'] or 0.02} "
-            f"| {r['steps']} · {r['lr']:g} | {r['new_tokens']} | {base} | {tuned['points']} / {tuned['of']} "
-            f"({tuned['two_sentences']}) | {r['loss_first']} → {r['loss_last']} | {shown} |"
+            f"| {r['variant']} | {r['model']} · {r['method']} | {size} | {pre} "
+            f"| {r['init'] or 0.02} | {r['steps']} · {r['lr']:g} | {r['new_tokens']} | {base} "
+            f"| {tuned['points']} / {tuned['of']} ({tuned['two_sentences']}) "
+            f"| {r['loss_first']} → {r['loss_last']} | {shown} |"
         )
     return "\n".join(lines) + "\n"
 

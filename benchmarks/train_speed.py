@@ -1,20 +1,22 @@
-"""Training speed and memory: modern trainer settings against the documents' own, one JSON record per run.
+"""Training speed and memory: modern trainer settings against the documents' own, a record per run.
 
 Usage:
-    python benchmarks/train_speed.py --arch distilgpt2 --size stand-in          # CPU, about two minutes
-    python benchmarks/train_speed.py --arch llama-2-7b --size real --steps 20   # GPU, random weights
-    options: --methods full lora lora-8bit qlora  --settings document tutorlib packed  --steps N  --out FILE
+    python benchmarks/train_speed.py --arch distilgpt2 --size stand-in  # CPU, about two minutes
+    python benchmarks/train_speed.py --arch llama-2-7b --size real --steps 20  # GPU, random weights
+    options: --methods full lora lora-8bit qlora  --settings document tutorlib packed
+             --steps N  --out FILE
 
-`stand-in` trains tutorlib.tiny's two-layer model; `real` builds the real architecture from its config with
-random weights (no download; written once under the tutorlib cache), so speed and memory are the real
-model's even though the loss means nothing. Both use the stand-in tokenizer. Each configuration runs
-`train.finetune` for `--steps` optimizer steps on the bundled TWEETSUMM sample (75 dialogues, reused to the
-document's 2629 rows) under the `full` profile's batch size and sequence length, measures real
-(non-padding) tokens per second after two warm-up steps, and EXTRAPOLATES seconds per epoch of 2629
-examples from it. Peak memory is torch's CUDA peak on a GPU and process RSS on CPU (`memory_kind`);
-`memory.estimate()` sits beside it. Settings (SFTConfig overrides, see `overrides()`): `document` (none:
-what finetune does by default), `tutorlib` (today's faster choices), `packed` (tutorlib plus packing=True).
-Records go to benchmarks/results/<arch>-<size>-<device>.json (a list; a rerun replaces its own entries).
+`stand-in` trains tutorlib.tiny's two-layer model; `real` builds the real architecture from its
+config with random weights (no download; written once under the tutorlib cache), so speed and
+memory are the real model's even though the loss means nothing. Both use the stand-in tokenizer.
+Each configuration runs `train.finetune` for `--steps` optimizer steps on the bundled TWEETSUMM
+sample (75 dialogues, reused to the document's 2629 rows) under the `full` profile's batch size and
+sequence length, measures real (non-padding) tokens per second after two warm-up steps, and
+EXTRAPOLATES seconds per epoch of 2629 examples from it. Peak memory is torch's CUDA peak on a GPU
+and process RSS on CPU (`memory_kind`); `memory.estimate()` sits beside it. Settings (SFTConfig
+overrides, see `overrides()`): `document` (none: what finetune does by default), `tutorlib`
+(today's faster choices), `packed` (tutorlib plus packing=True).
+Records: benchmarks/results/<arch>-<size>-<device>.json (a list; a rerun replaces its own entries).
 """
 
 from __future__ import annotations
@@ -41,11 +43,8 @@ ARCHS = ("distilgpt2", "llama-2-7b")
 EPOCH_EXAMPLES = 2629  # TWEETSUMM's training rows in document 000
 WARMUP = 2
 RESULTS = Path(__file__).resolve().parent / "results"
-SETTINGS = (
-    "document",
-    "tutorlib",
-    "packed",
-)  # packed = tutorlib + packing=True (padding-free batches)
+# packed = tutorlib + packing=True (padding-free batches)
+SETTINGS = ("document", "tutorlib", "packed")
 SUMMARY = (
     "method",
     "settings",
@@ -54,10 +53,8 @@ SUMMARY = (
     "seconds_per_epoch_extrapolated",
     "peak_memory_mb",
 )
-LARGE_FAMILIES = (
-    "llama",
-    "falcon",
-)  # ~7B models: activations alone outgrow a 16-24 GB card unless recomputed
+# ~7B models: activations alone outgrow a 16-24 GB card unless recomputed
+LARGE_FAMILIES = ("llama", "falcon")
 
 
 class StepTimer(TrainerCallback):
@@ -73,11 +70,13 @@ class StepTimer(TrainerCallback):
 
 
 def overrides(arch: str, method: str, setting: str, prof: profile.Profile) -> dict[str, Any]:
-    """SFTConfig values over finetune's defaults (document settings + profile): none for `document`; for
-    `tutorlib` what the pre-rewrite `fast=True` path added; for `packed` that plus trl's packing."""
+    """SFTConfig values over finetune's defaults (document settings + profile): none for
+    `document`; for `tutorlib` what the pre-rewrite `fast=True` path added; for `packed` that plus
+    trl's packing."""
     if setting == "document":
         return {}
-    quantized_optim = "paged_adamw_8bit" if prof.device == "cuda" else "adamw_bnb_8bit"  # paging: GPU
+    # paging: GPU only
+    quantized_optim = "paged_adamw_8bit" if prof.device == "cuda" else "adamw_bnb_8bit"
     values: dict[str, Any] = {
         "optim": quantized_optim if method in models.QUANTIZED else "adamw_torch_fused",
         "train_sampling_strategy": "group_by_length",  # batches of similar length pad little
@@ -91,7 +90,7 @@ def overrides(arch: str, method: str, setting: str, prof: profile.Profile) -> di
 
 
 def model_folder(arch: str, size: str, device: str) -> Path:
-    """The stand-in folder, or a folder built once: real config, random weights, stand-in tokenizer."""
+    """The stand-in folder, or one built once: real config, random weights, stand-in tokenizer."""
     stand_in = tiny.build(arch)
     if size == "stand-in":
         return stand_in
@@ -109,16 +108,15 @@ def model_folder(arch: str, size: str, device: str) -> Path:
 
 
 def training_rows() -> DatasetDict:
-    """The bundled TWEETSUMM train split, repeated to the document's 2629 rows; no validation split."""
+    """Only a train split: the bundled TWEETSUMM one, repeated to the document's 2629 rows."""
     rows = data.load("tweetsumm", source=paths.data_dir() / "tweetsumm")["train"]
-    rows = concatenate_datasets([rows] * (EPOCH_EXAMPLES // len(rows) + 1)).select(
-        range(EPOCH_EXAMPLES)
-    )
+    repeats = EPOCH_EXAMPLES // len(rows) + 1
+    rows = concatenate_datasets([rows] * repeats).select(range(EPOCH_EXAMPLES))
     return DatasetDict({"train": rows})
 
 
 def token_lengths(folder: Path, rows: DatasetDict, max_length: int) -> list[int]:
-    """Tokens of each training example as trained: template text plus end-of-text, cut at max_length."""
+    """Tokens per training example as trained: template text plus end-of-text, cut at max_length."""
     tok, tmpl = AutoTokenizer.from_pretrained(folder), templates.TEMPLATES["tweetsumm"]
     texts = [
         tmpl.text(d, s)
@@ -128,16 +126,14 @@ def token_lengths(folder: Path, rows: DatasetDict, max_length: int) -> list[int]
 
 
 def tracked(fn: Callable[[], train.Run]) -> tuple[train.Run | None, str | None, memory.Usage]:
-    """(run, None, usage), or (None, error, usage) when it ran out of memory; usage includes model loading."""
+    """(run, None, usage), or (None, error, usage) when it ran out of memory; usage includes model
+    loading."""
     with memory.track() as usage:
         try:
             return fn(), None, usage
         except torch.OutOfMemoryError as exc:
-            return (
-                None,
-                f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}",
-                usage,
-            )
+            first_line = (str(exc).strip().splitlines() or [""])[0]
+            return None, f"{type(exc).__name__}: {first_line}", usage
 
 
 def run(arch: str, size: str, method: str, setting: str, steps: int) -> dict:
@@ -152,7 +148,8 @@ def run(arch: str, size: str, method: str, setting: str, steps: int) -> dict:
     }
     plan = prof.plan(arch, method, **extra)  # as finetune trains it
     cfg = plan.args
-    # prepare_model_for_kbit_training turns checkpointing on for quantized bases whatever SFTConfig says
+    # prepare_model_for_kbit_training turns checkpointing on for quantized bases, whatever
+    # SFTConfig says
     checkpointing = bool(cfg.get("activation_checkpointing")) or method in models.QUANTIZED
     lengths = token_lengths(folder, rows, cfg["max_length"])
     estimate = memory.estimate(
@@ -182,9 +179,8 @@ def run(arch: str, size: str, method: str, setting: str, steps: int) -> dict:
         "ok": error is None,
         "error": error,
         "peak_memory_mb": round(usage.peak_mb, 1),
-        "peak_above_start_mb": round(
-            usage.peak_mb - usage.baseline_mb, 1
-        ),  # model loading included
+        # model loading included
+        "peak_above_start_mb": round(usage.peak_mb - usage.baseline_mb, 1),
         "memory_kind": usage.kind,
         "dtype": str(plan.dtype).removeprefix("torch."),
         "compute": "bf16" if cfg["bf16"] else "fp16" if cfg["fp16"] else "fp32",
@@ -237,7 +233,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", choices=ARCHS, default="distilgpt2")
     parser.add_argument("--size", choices=("stand-in", "real"), default="stand-in")
-    parser.add_argument("--methods", nargs="+", choices=models.METHODS, default=list(models.METHODS))
+    parser.add_argument(
+        "--methods", nargs="+", choices=models.METHODS, default=list(models.METHODS)
+    )
     parser.add_argument("--settings", nargs="+", choices=SETTINGS, default=list(SETTINGS))
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument(
@@ -250,9 +248,8 @@ def main() -> None:
     out = args.out or RESULTS / f"{args.arch}-{args.size}-{device}.json"
     records = json.loads(out.read_text()) if out.is_file() else []
     with tempfile.TemporaryDirectory() as runs:
-        os.environ["TUTORLIB_RUNS"] = (
-            runs  # finetune's output_dir; nothing of a benchmark run is kept
-        )
+        # finetune's output_dir; nothing of a benchmark run is kept
+        os.environ["TUTORLIB_RUNS"] = runs
         for method in args.methods:
             for setting in args.settings:
                 record = run(args.arch, args.size, method, setting, args.steps)

@@ -44,13 +44,8 @@ def lora_diagram(path: Path) -> None:
     _arrow(ax, (6.3, 1.05), (4.3, 0.25))
     ax.text(2.0, 5.35, "x", ha="center", fontsize=14)
     ax.text(4.2, 0.0, "h = W·x + (alpha / r)·B·A·x", ha="center", va="top", fontsize=12)
-    ax.text(
-        8.0,
-        2.4,
-        "r = 16:\n16 × (768 + 2,304)\n= 49,152 trained\n(2.8 % of W)",
-        fontsize=10,
-        va="center",
-    )
+    trained = "r = 16:\n16 × (768 + 2,304)\n= 49,152 trained\n(2.8 % of W)"
+    ax.text(8.0, 2.4, trained, fontsize=10, va="center")
     ax.set_xlim(0, 10)
     ax.set_ylim(-0.8, 5.8)
     ax.axis("off")
@@ -60,7 +55,8 @@ def lora_diagram(path: Path) -> None:
 
 
 def memory_bars(path: Path) -> None:
-    """The estimate for document 000's Llama-2-7B run (fp16, batch 8 × 1,024 tokens) against a 16 GB card."""
+    """The estimate for document 000's Llama-2-7B run (fp16, batch 8 × 1,024 tokens) against a
+    16 GB card."""
     doc = models.spec("llama-2-7b").training
     shape = {"batch_size": doc["per_device_train_batch_size"], "seq_len": doc["max_length"]}
     totals = {
@@ -73,12 +69,8 @@ def memory_bars(path: Path) -> None:
         ).total_gb
         for m in memory.METHODS
     }
-    fig = plots.bars(
-        totals,
-        ylabel="GB (estimate)",
-        line=(16, "16 GB card"),
-        title="Fine-tuning Llama-2-7B, fp16, batch 8 × 1,024 tokens (quantized: with checkpointing)",
-    )
+    title = "Fine-tuning Llama-2-7B, fp16, batch 8 × 1,024 tokens (quantized: with checkpointing)"
+    fig = plots.bars(totals, ylabel="GB (estimate)", line=(16, "16 GB card"), title=title)
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 

@@ -28,6 +28,7 @@ TEACHES = {
         "get_peft_model(",
         "peft_config=",
         "quantization_config=",
+        "load_in_8bit=True",
     ],
     "04": [
         "Seq2SeqTrainingArguments(",
@@ -39,6 +40,7 @@ TEACHES = {
         "PeftModel.from_pretrained(",
         "is_trainable=False",
         "memory.track()",
+        "rouge_scorer.RougeScorer(",
     ],
     "05": [
         "BitsAndBytesConfig(",
@@ -52,6 +54,7 @@ TEACHES = {
         "SFTTrainer(",
         "repetition_penalty=30",
         'rubric="summary_quality"',
+        "grading.messages(",
     ],
     "06": [
         "BitsAndBytesConfig(",
@@ -103,6 +106,7 @@ TEACHES = {
         "accelerate.commands.launch",
         "--num_processes",
         "fsdp_config:",
+        "zero_stage",
     ],
     "11": [
         "synthetic.resumable(",
@@ -114,6 +118,8 @@ TEACHES = {
         "fine_tuning.jobs.retrieve(",
         "method=",
         'set_xscale("log"',
+        "files.create(",
+        "fine_tuning.jobs.create(",
     ],
 }
 
@@ -217,6 +223,13 @@ def test_notebook_settings_come_from_a_plan_not_from_dicts_merged_by_hand(path):
     assert not crowded, f"tutorlib calls with more than 6 arguments: {crowded}"
     wide = [line for cell in cells for line in cell.splitlines() if len(line) > 100]
     assert not wide, f"code lines over 100 characters: {wide}"
+
+
+def test_the_road_map_in_00_lists_every_notebook():
+    start = nbformat.read(NOTEBOOKS[0], as_version=4)
+    text = "\n".join(c.source for c in start.cells if c.cell_type == "markdown")
+    missing = [p.name for p in NOTEBOOKS[1:] if p.name not in text]
+    assert not missing, f"00 does not link {missing}"
 
 
 def test_readme_index_lists_every_notebook():

@@ -1,4 +1,5 @@
-"""`python -m tutorlib run [NB ...]` executes notebooks headless; `index` writes badges and set-up cells."""
+"""`python -m tutorlib run [NB ...]` executes notebooks headless; `index` writes badges and
+set-up cells."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ if "google.colab" in sys.modules:  # elsewhere this cell does nothing (`make` in
         raise RuntimeError(f"set-up failed: `{{' '.join(clone)}}` (output above). Is {{REPO}} right?")
     setup = {{"__name__": "__main__", "DIR": DIR, "env": env}}
     exec(open(f"{{DIR}}/colab_setup.py").read(), setup)  # installs tutorlib, keeps Colab's torch\
-"""
+"""  # noqa: E501 - verbatim in every notebook, where {{ }} render as { } and it fits
 
 
 def course_notebooks() -> list[Path]:
@@ -61,9 +62,8 @@ def _run(args: argparse.Namespace) -> int:
     from tutorlib import profile, results  # deferred: they import torch
 
     notebooks = [Path(p).resolve() for p in args.notebooks] or course_notebooks()
-    if missing := [str(p) for p in notebooks if not p.is_file()] or (
-        [] if notebooks else ["notebooks/NN_*"]
-    ):
+    missing = [str(p) for p in notebooks if not p.is_file()] if notebooks else ["notebooks/NN_*"]
+    if missing:
         raise SystemExit(f"no such notebook: {', '.join(missing)}")
     prof, out = profile.detect(), paths.runs_dir()  # each kernel's detect() makes the same choice
     print(f"{prof.card()}\nexecuting {len(notebooks)} notebook(s); executed copies go to {out}")
@@ -77,9 +77,8 @@ def _run(args: argparse.Namespace) -> int:
         client.on_cell_start = lambda cell_index, at=at, **_: at.update(cell=cell_index)
         try:
             client.execute()
-        except (
-            Exception
-        ) as err:  # a cell raised or killed the kernel: name it; the copy has the traceback
+        except Exception as err:
+            # a cell raised or killed the kernel: name it; the copy has the traceback
             number = sum(c.cell_type == "code" for c in nb.cells[: at["cell"] + 1])
             what = f"{getattr(err, 'ename', type(err).__name__)}: {getattr(err, 'evalue', err)}"
             raise SystemExit(
@@ -89,12 +88,10 @@ def _run(args: argparse.Namespace) -> int:
             nbformat.write(nb, out / path.name)
     try:
         table = results.summary_table(prof.name)
-        print(
-            f"\nRecorded results ({prof.name}):\n{table.to_string(index=False) if len(table) else 'none'}"
-        )
-    except (
-        Exception
-    ) as err:  # the notebooks ran; say why the table is missing rather than fail the run
+        shown = table.to_string(index=False) if len(table) else "none"
+        print(f"\nRecorded results ({prof.name}):\n{shown}")
+    except Exception as err:
+        # the notebooks ran; say why the table is missing rather than fail the run
         print(
             f"\nno results table: summary_table raised {type(err).__name__}: {err}", file=sys.stderr
         )
@@ -117,9 +114,8 @@ def _index(args: argparse.Namespace) -> int:
             cell.source = _BADGE_RE.sub(lambda _, badge=badge: badge, cell.source)
         code = next((i for i, c in enumerate(nb.cells) if c.cell_type == "code"), len(nb.cells))
         if code == len(nb.cells) or "google.colab" not in nb.cells[code].source:
-            nb.cells.insert(
-                code, new_code_cell()
-            )  # no set-up cell yet: never overwrite a lesson's cell
+            # no set-up cell yet: never overwrite a lesson's cell
+            nb.cells.insert(code, new_code_cell())
         nb.cells[code].source = SETUP_CELL.format(repo=repo)
         nbformat.write(nb, path)
         title, m = re.search(r"^# (.+)$", nb.cells[0].source, re.M), nb.metadata.get("tutorlib", {})
@@ -129,9 +125,8 @@ def _index(args: argparse.Namespace) -> int:
         rows.append(f"| {head} | {m.get('gpu', '?')} | {m.get('time_full', '?')} | {badge} |")
     block = "\n".join([INDEX_START, *rows, INDEX_END])
     readme.write_text(_INDEX_RE.sub(lambda _: block, text), encoding="utf-8")
-    print(
-        f"badges, set-up cells and the README table of {len(rows) - 1} notebook(s) now point at {repo}"
-    )
+    listed = len(rows) - 1
+    print(f"badges, set-up cells and the README table of {listed} notebook(s) now point at {repo}")
     return 0
 
 
@@ -140,9 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="execute notebooks headless (default: all, in order)")
     run.add_argument("notebooks", nargs="*", help="notebook paths (default: notebooks/NN_*.ipynb)")
-    sub.add_parser("index", help="write Colab badges, set-up cells, README table").add_argument(
-        "--repo"
-    )
+    index = sub.add_parser("index", help="write Colab badges, set-up cells, README table")
+    index.add_argument("--repo")
     args = parser.parse_args(argv)
     return _run(args) if args.command == "run" else _index(args)
 

@@ -1,7 +1,7 @@
-"""One `Lesson` per notebook: it holds the profile, judge, template and rubric, so evaluating is one call.
+"""One `Lesson` per notebook holds the profile, judge, template and rubric: evaluating is one call.
 
-`lesson.evaluate(model, tokenizer, test, "DistilGPT2 LoRA", trained=run)` summarizes the test dialogues,
-grades them, prints how, and writes the results record that tables and figures are drawn from.
+`lesson.evaluate(model, tokenizer, test, "DistilGPT2 LoRA", trained=run)` summarizes the test
+dialogues, grades them, prints how, and writes the results record behind the tables and figures.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from tutorlib import generate, grading, metrics, models, paths, results
 from tutorlib.profile import Profile
 from tutorlib.templates import TEMPLATES, Template
 
-# Which notebook writes each TWEETSUMM configuration's record, so a table can say where a gap comes from.
+# Which notebook records each TWEETSUMM configuration, so a table can say where a gap comes from.
 PRODUCERS = {
     "Human reference (leave-one-out)": "01",
     "DistilGPT2 base": "01",
@@ -35,7 +35,7 @@ PRODUCERS = {
 
 @dataclass
 class Evaluation:
-    """What `evaluate` produced: the summaries, one grade row per summary, the totals and the record."""
+    """What `evaluate` produced: summaries, one grade row per summary, totals and the record."""
 
     configuration: str
     summaries: list[str]
@@ -44,20 +44,17 @@ class Evaluation:
     record: Path
 
     def table(self) -> pd.DataFrame:
-        """Points per criterion and in total out of the graded maximum; or ROUGE with 95 % intervals."""
+        """Points per criterion and in total out of the graded maximum;
+        or ROUGE with 95 % intervals."""
         t = self.totals
         if "rouge" in t:
-            return (
-                t["rouge"]
-                .round(4)
-                .rename_axis(f"{self.configuration} · {len(self.summaries)} summaries")
-            )
+            label = f"{self.configuration} · {len(self.summaries)} summaries"
+            return t["rouge"].round(4).rename_axis(label)
         rows = {name: (points, t["criteria_max"][name]) for name, points in t["criteria"].items()}
         rows["total"] = (t["total"], t["max_total"])
         frame = pd.DataFrame.from_dict(rows, orient="index", columns=["points", "out of"])
-        return frame.rename_axis(
-            f"{self.configuration} · graded {t['graded']}, failed {t['failed']}"
-        )
+        label = f"{self.configuration} · graded {t['graded']}, failed {t['failed']}"
+        return frame.rename_axis(label)
 
 
 class Lesson:
@@ -91,9 +88,9 @@ class Lesson:
     def evaluate(
         self, model: Any, tokenizer: Any, test: Any, configuration: str, trained: Any = None
     ) -> Evaluation:
-        """Summarize every test dialogue, grade the summaries and record them under
-        `configuration`. `trained` is the `train.Run` of a fine-tuned model: its time, peak memory
-        and parameter counts go into the record. Without it the model is recorded as a base model."""
+        """Summarize every test dialogue, grade the summaries and record them under `configuration`.
+        `trained` is the `train.Run` of a fine-tuned model: its time, peak memory and parameter
+        counts go into the record. Without it the model is recorded as a base model."""
         prompts = [self.template.prompt(d) for d in test["dialogue"]]
         settings = self.profile.generation_args()
         if sum(p.numel() for p in model.parameters()) > 3e9:  # a 7B model on a 16 GB card
@@ -123,7 +120,8 @@ class Lesson:
         single = sum(len(r) < 2 for r in test["references"])
         if single and isinstance(self.judge, grading.OfflineJudge):
             print(
-                f"{single} of {len(items)} dialogues have one reference only: nothing to grade it against"
+                f"{single} of {len(items)} dialogues have one reference only: "
+                "nothing to grade it against"
             )
         configuration = "Human reference (leave-one-out)"
         return self.grade(items, configuration, model="human", method="reference")

@@ -1,9 +1,10 @@
-"""TWEETSUMM, DialogSum and SAMSum in one record shape (DESIGN.md "Data records"): `load(name, source)`.
+"""TWEETSUMM, DialogSum and SAMSum in one shape (DESIGN.md "Data records"): `load(name, source)`.
 
-Train/validation: one row per reference summary, id `<dialogue id>#<k>` (k counts the released references
-from 1); test: one row per dialogue, its first reference as `summary`. TWEETSUMM tweets lose links,
-@handles and HTML entities, speakers become Customer / Agent; the authors' annotations are joined to the
-Kaggle `twcs.csv` beside them, turns ordered by `created_at`. The TWEETSUMM hub copy has one summary."""
+Train/validation: one row per reference summary, id `<dialogue id>#<k>` (k counts the released
+references from 1); test: one row per dialogue, its first reference as `summary`. TWEETSUMM tweets
+lose links, @handles and HTML entities, speakers become Customer / Agent; the authors' annotations
+are joined to the Kaggle `twcs.csv` beside them, turns ordered by `created_at`. The TWEETSUMM hub
+copy has one summary."""
 
 from __future__ import annotations
 
@@ -105,14 +106,13 @@ def _split_of(name: str) -> str | None:
 
 
 def _split_files(path: Path) -> dict[str, list[Path]]:
-    """One file: its split. A folder: the data files named after each split, which must all be there."""
+    """One file: its split. A folder: the data files named after each split (all three required)."""
     if path.is_file():
         return {_split_of(path.name) or "train": [path]}
     found: dict[str, list[Path]] = {}
     for f in sorted(path.rglob("*")):
-        hidden = any(
-            part.startswith(".") for part in f.relative_to(path).parts
-        )  # .ipynb_checkpoints
+        # such as .ipynb_checkpoints
+        hidden = any(part.startswith(".") for part in f.relative_to(path).parts)
         if (
             f.is_file()
             and f.suffix.lower() in _SUFFIXES
@@ -131,7 +131,8 @@ def _split_files(path: Path) -> dict[str, list[Path]]:
 
 
 def _read(path: Path) -> list[tuple[str, Any]]:
-    """(where, record) pairs: 'line N' of JSON lines, 'record index N' of a JSON list, 'row N' of parquet."""
+    """(where, record) pairs: 'line N' of JSON lines, 'record index N' of a JSON list,
+    'row N' of parquet."""
     if path.suffix.lower() == ".parquet":
         return [(f"row {i}", r) for i, r in enumerate(pq.read_table(path).to_pylist())]
     if path.suffix.lower() != ".json":
@@ -155,7 +156,8 @@ def _json(text: str, path: Path, line: int = 1) -> Any:
 
 
 def _utf8(path: Path) -> Iterator[str]:
-    """The lines of a UTF-8 file (a byte-order mark allowed); another encoding is an error naming the file."""
+    """The lines of a UTF-8 file (a byte-order mark allowed); another encoding is an error naming
+    the file."""
     try:
         with path.open(encoding="utf-8-sig", newline="") as fh:
             yield from fh
@@ -166,16 +168,15 @@ def _utf8(path: Path) -> Iterator[str]:
 
 
 def _rows(dialogs: list[tuple], split: str, origin: str) -> list[dict[str, Any]]:
-    """One row per reference (train/validation) or per dialogue (test); drops are counted and warned."""
+    """One row per reference (train/validation) or dialogue (test); drops are counted and warned."""
     rows, dropped = [], 0
     for id_, dialogue, references in dialogs:
         refs = [r for r in references if r]
         if split == "test":
             candidates = [(id_, refs[0] if refs else "")]
         else:  # a dialogue released without any summary counts as one dropped row
-            candidates = [(f"{id_}#{k}", r) for k, r in enumerate(references, start=1)] or [
-                (id_, "")
-            ]
+            numbered = [(f"{id_}#{k}", r) for k, r in enumerate(references, start=1)]
+            candidates = numbered or [(id_, "")]
         kept = [(i, summary) for i, summary in candidates if dialogue and summary]
         rows += [{"id": i, "dialogue": dialogue, "summary": s, "references": refs} for i, s in kept]
         dropped += len(candidates) - len(kept)
@@ -196,9 +197,8 @@ def _dialogs(
     merged: dict[str, tuple] = {}
     skipped: list[str] = []
     for where, rec in records:
-        parse = (
-            _plain  # each parser's docstring is the record shape it expects, for the error message
-        )
+        # each parser's docstring is the record shape it expects, for the error message
+        parse = _plain
         try:
             nested = isinstance(rec.get("dialog"), dict)  # the processor's output nests the dialog
             parse = _annotated if _ANNOTATION in rec else _processed if nested else _plain
@@ -214,11 +214,12 @@ def _dialogs(
             skipped.append(id_)
         elif merge and dialogue in merged:  # hub DialogSum's test split has one reference per row
             merged[dialogue][2].extend(r for r in refs if r and r not in merged[dialogue][2])
-        else:  # released files keep every record (DialogSum test repeats a dialogue), as do empty ones
+        else:
+            # released files keep every record (DialogSum test repeats a dialogue), as do empty ones
             merged[dialogue if merge and dialogue else f"\0{where}"] = (id_, dialogue, refs)
     if skipped:
-        msg = f"skipped {len(skipped)} conversations of {origin} whose tweets are missing from {_TWCS}"
-        warnings.warn(f"{msg} (first: {skipped[0]})", stacklevel=3)
+        msg = f"skipped {len(skipped)} conversations of {origin} whose tweets are missing"
+        warnings.warn(f"{msg} from {_TWCS} (first: {skipped[0]})", stacklevel=3)
     return list(merged.values())
 
 
@@ -240,7 +241,7 @@ def _clean_tweet(text: str) -> str:
 
 
 def _speakers(turns: Iterable[tuple[bool, str]]) -> str:
-    """Cleaned tweets as "Customer: ..." / "Agent: ..." lines; a tweet left empty (a bare link) goes."""
+    """Cleaned tweets as "Customer: ..." / "Agent: ..." lines; one left empty (a bare link) goes."""
     lines = []
     for is_agent, text in turns:
         if not isinstance(is_agent, bool):
@@ -266,14 +267,15 @@ def _plain(rec: Mapping[str, Any], tweets: dict | None) -> tuple:
             x for x in (y if tweets is None else _clean_tweet(y) for y in lines) if x
         )
     numbered = sorted((k for k in rec if re.fullmatch(r"summary\d+", k)), key=lambda k: int(k[7:]))
-    refs = [_text(rec[k]) for k in numbered] or [
-        _text(_first(rec, "summary", "abstractive_summary"))
-    ]
+    if numbered:
+        refs = [_text(rec[k]) for k in numbered]
+    else:
+        refs = [_text(_first(rec, "summary", "abstractive_summary"))]
     return str(id_), dialogue, refs
 
 
 def _is_agent(role: str) -> bool:
-    """Hub copies label TWEETSUMM speakers in several ways; map them, refusing one we cannot place."""
+    """Hub copies label TWEETSUMM speakers variously; map them, refusing one we cannot place."""
     if (label := role.strip().lower()) not in _CUSTOMER_ROLES + _AGENT_ROLES:
         expected = f"a customer role {_CUSTOMER_ROLES} or an agent role {_AGENT_ROLES}"
         raise ValueError(f"unknown speaker role {role!r}; expected {expected}")
@@ -293,14 +295,13 @@ def _annotated(rec: Mapping[str, Any], tweets: dict[str, tuple]) -> tuple:
     refs = [_text(a["abstractive"]) for a in rec["annotations"]]
     if any(t not in tweets for t in ids):  # skipped and counted by the caller
         return str(rec["conversation_id"]), None, refs
-    ordered = sorted(
-        ids, key=lambda t: tweets[t][1]
-    )  # stable: tweets of the same second keep their order
+    # stable: tweets of the same second keep their order
+    ordered = sorted(ids, key=lambda t: tweets[t][1])
     return str(rec["conversation_id"]), _speakers(tweets[t][::2] for t in ordered), refs
 
 
 def _tweets_for(raw: Mapping[str, list[tuple[str, list]]]) -> dict[str, tuple]:
-    """(is_agent, created_at, text) of the annotations' tweets, in one pass over the 500 MB twcs.csv."""
+    """(is_agent, created_at, text) per annotated tweet, in one pass over the 500 MB twcs.csv."""
     wanted, csv_path = set(), None
     for origin, records in (source for sources in raw.values() for source in sources):
         for _, rec in records:
@@ -312,8 +313,10 @@ def _tweets_for(raw: Mapping[str, list[tuple[str, list]]]) -> dict[str, tuple]:
     if csv_path is None:
         return {}
     if not csv_path.is_file():
-        why = "TWEETSUMM annotations hold tweet ids; the texts come from the Kaggle twcs.csv beside them"
-        raise FileNotFoundError(f"missing file: {csv_path} ({why})")
+        raise FileNotFoundError(
+            f"missing file: {csv_path} (TWEETSUMM annotations hold tweet ids; the texts come "
+            "from the Kaggle twcs.csv beside them)"
+        )
     reader, found = csv.DictReader(_utf8(csv_path)), {}
     if missing := {"tweet_id", "inbound", "created_at", "text"} - set(reader.fieldnames or []):
         raise ValueError(

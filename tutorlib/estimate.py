@@ -20,7 +20,7 @@ MB, GB = 2**20, 2**30
 METHODS = models.METHODS
 
 
-# Optimizer state bytes per parameter. Seed 000's "highly optimized" 64 GB for Llama-2-7B: 2 + 2 + 4 + 2.
+# Optimizer state bytes per parameter; seed 000's "highly optimized" 64 GB for Llama-2-7B: 2+2+4+2.
 _OPTIMIZERS = dict.fromkeys(("adamw", "adamw_torch", "adamw_torch_fused", "paged_adamw_32bit"), 8)
 _OPTIMIZERS |= dict.fromkeys(("adamw_8bit", "adamw_bnb_8bit", "paged_adamw_8bit"), 2) | {"sgd": 0}
 _PARTS = ("weights", "gradients", "optimizer", "activations")

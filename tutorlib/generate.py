@@ -46,9 +46,8 @@ def summarize(
             for start in tqdm(range(0, len(order), batch_size), desc="generating"):
                 idx = order[start : start + batch_size]
                 enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, **fit)
-                out = model.generate(
-                    **enc.to(model.device), **args
-                )  # keywords: PeftModel needs them
+                # keywords: PeftModel needs them
+                out = model.generate(**enc.to(model.device), **args)
                 new = out if seq2seq else out[:, enc["input_ids"].shape[1] :]
                 texts = tokenizer.batch_decode(new, skip_special_tokens=True)
                 for i, text in zip(idx, texts, strict=True):

@@ -1,4 +1,5 @@
-"""Rubric grading by an LLM judge on any OpenAI-compatible server or a free offline proxy; no silent 0s."""
+"""Rubric grading by an LLM judge on any OpenAI-compatible server or a free offline proxy.
+No silent 0s."""
 
 import hashlib
 import json
@@ -23,7 +24,7 @@ from tutorlib.metrics import sentences
 
 @dataclass(frozen=True)
 class Criterion:
-    """One thing the judge scores: a column name, what it means, and its integer scale (low, high)."""
+    """One thing the judge scores: a column name, its meaning and its integer scale (low, high)."""
 
     name: str
     description: str
@@ -32,7 +33,7 @@ class Criterion:
 
 @dataclass(frozen=True)
 class Rubric:
-    """The judge's instructions and criteria. The whole rubric is in the cache key, so rewording re-grades."""
+    """The judge's instructions and criteria, all in the cache key: rewording re-grades."""
 
     name: str
     instructions: str
@@ -46,27 +47,37 @@ def _criteria(scale: tuple[int, int] = (0, 1), **descriptions: str) -> tuple[Cri
 RUBRICS: dict[str, Rubric] = {
     "tweetsumm": Rubric(
         "tweetsumm",
-        "You grade machine-written summaries of customer-service conversations held on Twitter. A good "
-        "summary has two sentences: what the customer asked or complained about, then how the agent "
-        "responded. Compare the summary with the conversation only. Award each criterion 1 if it is met and "
-        "0 if not, and give a one-sentence reason for each score.",
+        "You grade machine-written summaries of customer-service conversations held on Twitter. A "
+        "good summary has two sentences: what the customer asked or complained about, then how the "
+        "agent responded. Compare the summary with the conversation only. Award each criterion 1 "
+        "if it is met and 0 if not, and give a one-sentence reason for each score.",
         _criteria(
-            customer="The summary describes the customer's question or complaint reasonably accurately.",
+            customer=(
+                "The summary describes the customer's question or complaint reasonably accurately."
+            ),
             agent="The summary describes the agent's response reasonably accurately.",
             two_sentences="The summary is exactly two sentences long.",
         ),
     ),
     "summary_quality": Rubric(
         "summary_quality",
-        "You are a careful annotator of dialogue summaries. Read the conversation, then the summary, and "
-        "rate the summary on each criterion from 1 (very poor) to 5 (excellent), judging each criterion on "
-        "its own. Give a one-sentence reason for each score.",
+        "You are a careful annotator of dialogue summaries. Read the conversation, then the "
+        "summary, and rate the summary on each criterion from 1 (very poor) to 5 (excellent), "
+        "judging each criterion on its own. Give a one-sentence reason for each score.",
         _criteria(
             scale=(1, 5),
-            relevance="Keeps the important content of the conversation and leaves out unimportant detail.",
-            coherence="Its sentences follow on from one another into a clear whole, not a heap of facts.",
-            consistency="Every fact is supported by the conversation; nothing is invented or contradicted.",
-            fluency="Well written: grammar, spelling, punctuation, word choice and sentence structure.",
+            relevance=(
+                "Keeps the important content of the conversation and leaves out unimportant detail."
+            ),
+            coherence=(
+                "Its sentences follow on from one another into a clear whole, not a heap of facts."
+            ),
+            consistency=(
+                "Every fact is supported by the conversation; nothing is invented or contradicted."
+            ),
+            fluency=(
+                "Well written: grammar, spelling, punctuation, word choice and sentence structure."
+            ),
         ),
     ),
 }
@@ -79,20 +90,18 @@ def _rubric(rubric: Rubric | str) -> Rubric:
 
 
 def _reply_model(rubric: Rubric) -> type[pydantic.BaseModel]:
-    """The reply's shape: per criterion a reason (first, so the model states its grounds) and a score."""
-    strict = pydantic.ConfigDict(
-        extra="forbid"
-    )  # additionalProperties false, as strict mode requires
+    """Reply shape: per criterion a reason (first, so the model states its grounds) and a score."""
+    # additionalProperties false, as strict mode requires
+    strict = pydantic.ConfigDict(extra="forbid")
     fields: dict[str, Any] = {}
     for c in rubric.criteria:
-        score = Literal[
-            tuple(range(c.scale[0], c.scale[1] + 1))
-        ]  # an integer `enum` in the JSON schema
+        # an integer `enum` in the JSON schema
+        score = Literal[tuple(range(c.scale[0], c.scale[1] + 1))]
         fields[c.name] = pydantic.create_model(c.name, __config__=strict, reason=str, score=score)
     return pydantic.create_model(rubric.name, __config__=strict, **fields)
 
 
-# USD per 1M tokens (input, output), as of writing (2025); prices change: check openai.com/api/pricing.
+# USD per 1M tokens (input, output), as of writing (2025); prices change: see openai.com/api/pricing
 _PRICES = {
     "gpt-4o": (2.5, 10.0),
     "gpt-4o-mini": (0.15, 0.6),
@@ -109,6 +118,23 @@ def _base_url(explicit: str | None) -> tuple[str, str | None]:
     if explicit:
         return "base_url", explicit
     return next(((v, url) for v in _BASE_URLS if (url := env.secret(v))), ("", None))
+
+
+def messages(rubric: Rubric | str, dialogue: str, summary: str) -> list[dict[str, str]]:
+    """The judge's chat request: the rubric's instructions as the system message, then its
+    criteria, the dialogue and the summary, each fenced so that a summary cannot pose as an
+    instruction."""
+    rubric = _rubric(rubric)
+    scale = "".join(
+        f"- {c.name} ({c.scale[0]}-{c.scale[1]}): {c.description}\n" for c in rubric.criteria
+    )
+    prompt = (
+        f"Criteria:\n{scale}\nConversation:\n<<<{dialogue.strip()}>>>\n\nSummary:\n<<<{summary}>>>"
+    )
+    return [
+        {"role": "system", "content": rubric.instructions},
+        {"role": "user", "content": prompt},
+    ]
 
 
 class JudgmentCache:
@@ -181,21 +207,6 @@ class LLMJudge:
             timeout=timeout,
         )
 
-    def messages(self, rubric: Rubric, dialogue: str, summary: str) -> list[dict[str, str]]:
-        """The chat request: the rubric's instructions, then its criteria, the dialogue and the
-        summary, each fenced so that a summary cannot pose as an instruction."""
-        scale = "".join(
-            f"- {c.name} ({c.scale[0]}-{c.scale[1]}): {c.description}\n" for c in rubric.criteria
-        )
-        prompt = (
-            f"Criteria:\n{scale}\nConversation:\n<<<{dialogue.strip()}>>>\n\n"
-            f"Summary:\n<<<{summary}>>>"
-        )
-        return [
-            {"role": "system", "content": rubric.instructions},
-            {"role": "user", "content": prompt},
-        ]
-
     def grade(
         self, rubric: Rubric, dialogue: str, summary: str, references: Any = None
     ) -> dict[str, Any]:
@@ -205,7 +216,7 @@ class LLMJudge:
         key = hashlib.sha256(fields.encode()).hexdigest()
         if (kept := self.cache.get(key)) is not None:
             return {**kept, "cached": True}
-        result = self._ask(rubric, self.messages(rubric, dialogue, summary))
+        result = self._ask(rubric, messages(_rubric(rubric), dialogue, summary))
         if not result["failed"]:
             scores = {k: v for k, v in result.items() if k not in _COUNTS}
             self.cache.put(key, scores)
@@ -257,16 +268,17 @@ class LLMJudge:
         return reason.replace(self.api_key, "[redacted]") if self.api_key else reason
 
 
-# Function words, and the role words every reference starts with: shared, they would inflate overlap.
+# Function words, and the role words every reference starts with: shared, they inflate overlap.
 _STOP = set(
-    """a an the and or but of to in on at for from with by about as is are was were be been it its this that
-    he she they them his her their we you your i my not no do does did has have had will would can could
-    customer customers agent agents""".split()
+    """a an the and or but of to in on at for from with by about as is are was were be been it its
+    this that he she they them his her their we you your i my not no do does did has have had will
+    would can could customer customers agent agents""".split()
 )
 
 
 def _overlap(x: str, y: str, precision: bool = False) -> float:
-    """F1 of the content words two texts share (lower-cased, no stemming), or the share of x's found in y."""
+    """F1 of the content words two texts share (lower-cased, no stemming), or with `precision` the
+    share of x's found in y."""
     a, b = (
         Counter(w for w in re.findall(r"[a-z0-9]+", t.lower()) if w not in _STOP) for t in (x, y)
     )
@@ -377,7 +389,7 @@ def grade_many(
 
 
 def summarize_grades(df: pd.DataFrame, rubric: Rubric | str) -> dict[str, Any]:
-    """Totals of a grade_many table. Failed items are counted and left out of every score and maximum."""
+    """Totals of a grade_many table; failed items are counted but left out of scores and maxima."""
     rubric = _rubric(rubric)
     names = [c.name for c in rubric.criteria]
     if missing := sorted({*names, "failed", *_COUNTS, "cost_usd", "judge"} - set(df.columns)):
@@ -396,10 +408,11 @@ def summarize_grades(df: pd.DataFrame, rubric: Rubric | str) -> dict[str, Any]:
 
 
 def report(totals: Mapping[str, Any]) -> str:
-    """One line on how summaries were graded: judge, graded/failed, tokens, retries, cache hits, cost."""
+    """One line on the grading: judge, graded/failed, tokens, retries, cache hits, cost."""
     cost = "cost unknown" if totals["cost_usd"] is None else f"cost ~${totals['cost_usd']:.4f}"
     return (
-        f"judge {totals['judge']}: graded {totals['graded']}, failed {totals['failed']} (failures are not "
-        f"scored); tokens {totals['input_tokens']:,} in / {totals['output_tokens']:,} out, "
-        f"{totals['retries']} retries, {totals['cached']} from cache, {cost} ({totals['price_note']})"
+        f"judge {totals['judge']}: graded {totals['graded']}, failed {totals['failed']} "
+        f"(failures are not scored); tokens {totals['input_tokens']:,} in / "
+        f"{totals['output_tokens']:,} out, {totals['retries']} retries, "
+        f"{totals['cached']} from cache, {cost} ({totals['price_note']})"
     )

@@ -104,9 +104,8 @@ def storages(model: Any, optimizer: Any = None) -> dict[str, dict[tuple, int]]:
     state), gradients, optimizer state. A storage shared by tied or viewed tensors counts once."""
     params = list(model.parameters())
     quant = [q for p in params if (q := getattr(p, "quant_state", None))]  # 4-bit layers
-    owners = (
-        params + quant + [getattr(q, "state2", None) for q in quant]
-    )  # 8-bit: SCB on the weight
+    # 8-bit: SCB on the weight
+    owners = params + quant + [getattr(q, "state2", None) for q in quant]
     consts = [getattr(x, a, None) for x in owners for a in ("SCB", "absmax", "code", "offset")]
     states = [v for s in getattr(optimizer, "state", {}).values() for v in s.values()]
     groups = {
@@ -128,11 +127,12 @@ def storages(model: Any, optimizer: Any = None) -> dict[str, dict[tuple, int]]:
 
 
 class SimulatedOutOfMemory(torch.OutOfMemoryError):
-    """`TensorBudget`'s refusal; a torch.OutOfMemoryError, so one `except` catches it and a real OOM."""
+    """`TensorBudget`'s refusal; an OutOfMemoryError, so one `except` catches it and a real OOM."""
 
 
 class TensorBudget(TrainerCallback):
-    """Trainer callback measuring training state (`measured`, `peak_mb`, MB) each step; refuses over it."""
+    """Trainer callback measuring training state (`measured`, `peak_mb`, MB) each step; refuses
+    over the budget."""
 
     def __init__(self, budget_mb: float) -> None:
         self.budget_mb, self.measured, self.peak_mb = _positive("budget_mb", budget_mb), {}, 0.0

@@ -1,6 +1,7 @@
-"""ROUGE F1 via the rouge-score package (`evaluate.load` needs the hub), best of several references, bootstrap CIs.
+"""ROUGE F1 via the rouge-score package, best of several references, with bootstrap CIs.
 
-`sentences` is the package's one sentence splitter: ROUGE-Lsum and the two-sentence criterion both use it.
+Not `evaluate.load`, which needs the hub. `sentences` is the package's one sentence splitter:
+ROUGE-Lsum and the two-sentence criterion both use it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ _MAYBE_END = re.compile(r"(?i)(?:\b(?:etc|inc|ltd|approx)\.|\b(?:[a-z]\.){2,}|\.
 
 
 def sentences(text: str) -> list[str]:
-    """The sentences of `text` after removing `<...>` marker tokens; pieces without a letter or digit are dropped."""
+    """The sentences of `text` after removing `<...>` marker tokens; pieces without a letter or
+    digit are dropped."""
     out: list[str] = []
     for piece in _BREAK.split(" ".join(_MARKER.sub(" ", text).split())):
         if out and (
@@ -37,7 +39,7 @@ def sentences(text: str) -> list[str]:
 def _per_example(
     predictions: Sequence[str], references_list: Sequence[Sequence[str]]
 ) -> np.ndarray:
-    """F1 per example (rows) and metric (columns), each metric against the best of the example's references."""
+    """F1 per example (rows) and metric (columns), each against the example's best reference."""
     from rouge_score import rouge_scorer  # deferred: it imports nltk
 
     if isinstance(predictions, str) or isinstance(references_list, str):
@@ -52,11 +54,8 @@ def _per_example(
     scorer = rouge_scorer.RougeScorer(list(_KEYS), use_stemmer=True)
     rows = []
     for i, (prediction, refs) in enumerate(zip(predictions, references_list, strict=True)):
-        refs = [
-            r
-            for r in ([refs] if isinstance(refs, str) else refs)
-            if isinstance(r, str) and r.strip()
-        ]
+        given = [refs] if isinstance(refs, str) else refs
+        refs = [r for r in given if isinstance(r, str) and r.strip()]
         if not isinstance(prediction, str) or not refs:
             raise ValueError(
                 f"example {i} needs a string prediction and at least one non-empty reference"
@@ -70,7 +69,7 @@ def _per_example(
 
 
 def rouge(predictions: Sequence[str], references_list: Sequence[Sequence[str]]) -> dict[str, float]:
-    """Mean ROUGE-1/2/L/Lsum F1 (0-1, Porter stemmer), each prediction against the best of its references."""
+    """Mean ROUGE-1/2/L/Lsum F1 (0-1, Porter stemmer), each prediction vs its best reference."""
     means = _per_example(predictions, references_list).mean(axis=0)
     return {key: float(value) for key, value in zip(_KEYS, means, strict=True)}
 
@@ -81,7 +80,8 @@ def rouge_with_ci(
     n_boot: int = 1000,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """`rouge` plus a percentile-bootstrap 95 % interval: rows rouge1..rougeLsum, columns score, low, high."""
+    """`rouge` plus a percentile-bootstrap 95 % interval:
+    rows rouge1..rougeLsum, columns score, low, high."""
     if n_boot < 1:
         raise ValueError(f"n_boot={n_boot}; expected at least 1 bootstrap resample")
     scores = _per_example(predictions, references_list)

@@ -1,5 +1,5 @@
-"""Fine-tuning through the OpenAI API: the chat JSONL checked line by line, its token count and cost before
-anything is paid, and a job that a rerun picks up instead of uploading or paying twice."""
+"""Fine-tuning through the OpenAI API: the chat JSONL checked line by line, its token count and cost
+before anything is paid, and a job that a rerun picks up instead of uploading or paying twice."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 MIN_EXAMPLES = 10  # OpenAI refuses fewer; it reports clear gains from 50-100 well-made examples
-# As of writing (2025), per base model: USD per 1M training tokens, and the most tokens one example may
-# hold (longer ones are cut). Prices change: check openai.com/api/pricing before you rely on them.
+# As of writing (2025), per base model: USD per 1M training tokens, and the most tokens one
+# example may hold (longer ones are cut). Prices change: check openai.com/api/pricing before you
+# rely on them.
 TRAINING = {
     "gpt-4o-mini-2024-07-18": (3.00, 65_536),
     "gpt-4.1-nano-2025-04-14": (1.50, 65_536),
@@ -24,7 +25,7 @@ _ROLES = ("system", "user", "assistant")
 
 
 def _encoder(model: str) -> Any:
-    """tiktoken's encoding for `model`, or None where tiktoken or its encoding file (a download) is missing."""
+    """tiktoken's encoding for `model`; None without tiktoken or its encoding file (a download)."""
     try:
         import tiktoken
 
@@ -34,8 +35,8 @@ def _encoder(model: str) -> Any:
 
 
 def default_epochs(examples: int) -> int:
-    """The epochs OpenAI chooses when you leave them out, as its cookbook describes it (as of writing):
-    3, raised so that about 100 examples are seen in all, or lowered to about 25,000; between 1 and 25."""
+    """The epochs OpenAI chooses when left out, per its cookbook (as of writing): 3, raised so that
+    about 100 examples are seen in all, or lowered to about 25,000; between 1 and 25."""
     if examples * 3 < 100:
         return min(25, math.ceil(100 / examples))
     return max(1, 25_000 // examples) if examples * 3 > 25_000 else 3
@@ -43,13 +44,12 @@ def default_epochs(examples: int) -> int:
 
 @dataclass
 class Report:
-    """What `check` found in one training file; every problem names its line (0: the file as a whole)."""
+    """What `check` found in one training file; every problem names its line (0: the whole file)."""
 
     path: Path
     model: str
-    tokens: list[int] = field(
-        default_factory=list
-    )  # one count per valid example, as OpenAI would bill it
+    # one count per valid example, as OpenAI would bill it
+    tokens: list[int] = field(default_factory=list)
     problems: list[tuple[int, str]] = field(default_factory=list)
     approximate: bool = False  # no tiktoken encoding here: 4 characters counted as a token
 
@@ -106,7 +106,8 @@ def check(path: str | Path, model: str = "gpt-4o-mini-2024-07-18") -> Report:
 
 
 def _problem(line: str, encoder: Any) -> tuple[str | None, int]:
-    """What is wrong with one line (None if nothing), and its tokens: 3 a message + content, 3 for the reply."""
+    """What is wrong with one line (None if nothing), and its tokens:
+    3 a message + content, 3 for the reply."""
     if not line.strip():
         return None, 0
     try:
@@ -126,19 +127,18 @@ def _problem(line: str, encoder: Any) -> tuple[str | None, int]:
             return f"message {k} ({role}): empty or missing 'content'; expected text", 0
         tokens += 3 + (len(encoder.encode(content)) if encoder else math.ceil(len(content) / 4))
     if messages[-1]["role"] != "assistant":
-        return (
-            f"the last message is the {messages[-1]['role']}'s; expected the assistant's answer",
-            0,
-        )
+        last = messages[-1]["role"]
+        return f"the last message is the {last}'s; expected the assistant's answer", 0
     return None, tokens
 
 
 def submit(client: Any, path: str | Path, model: str, state: str | Path, **job: Any) -> str:
     """Upload `path` and create one fine-tuning job on it; returns the job id.
 
-    Each id is saved to the JSON file `state` as soon as the API returns it, and the job is tagged with the
-    file's hash: a rerun reuses the upload and finds the job (even one whose reply was lost) instead of
-    paying again. A changed file or base model starts afresh; the earlier ids are kept under "earlier"."""
+    Each id is saved to the JSON file `state` as soon as the API returns it, and the job is tagged
+    with the file's hash: a rerun reuses the upload and finds the job (even one whose reply was
+    lost) instead of paying again. A changed file or base model starts afresh; the earlier ids are
+    kept under "earlier"."""
     data, state = Path(path).read_bytes(), Path(state)
     key = {"sha256": hashlib.sha256(data).hexdigest(), "model": model}
     saved = json.loads(state.read_text(encoding="utf-8")) if state.exists() else {}
@@ -155,18 +155,18 @@ def submit(client: Any, path: str | Path, model: str, state: str | Path, **job: 
         keep(file_id=client.files.create(file=(Path(path).name, data), purpose="fine-tune").id)
     if "job_id" not in saved:
         tag = {"tutorlib_sha256": key["sha256"][:32]}  # metadata values are short strings
-        # A job whose reply was lost still exists: find it by its tag (a failed or cancelled one is redone).
+        # A job whose reply was lost still exists: find it by its tag
+        # (a failed or cancelled one is redone).
         found = [
             j
             for j in client.fine_tuning.jobs.list(metadata=tag, limit=10)
             if j.model.startswith(model) and j.status not in ("failed", "cancelled")
         ]
-        made = (
-            found[0]
-            if found
-            else client.fine_tuning.jobs.create(
+        if found:
+            made = found[0]
+        else:
+            made = client.fine_tuning.jobs.create(
                 training_file=saved["file_id"], model=model, metadata=tag, **job
             )
-        )
         keep(job_id=made.id)
     return saved["job_id"]

@@ -1,5 +1,5 @@
 """Where the course keeps things on disk, from one root rather than the cwd (notebooks run in their
-own folder). An environment variable moves each place, e.g. to a temporary folder or Google Drive."""
+own folder). Environment variables move each place, e.g. to a temporary folder or Google Drive."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ def _from_env(variable: str, default: Path) -> Path:
 
 
 def root() -> Path:
-    """`TUTORLIB_HOME`, else the checkout of an editable install (it holds pyproject.toml), else the cwd."""
+    """`TUTORLIB_HOME`, else an editable install's checkout (with pyproject.toml), else the cwd."""
     return _from_env(
         "TUTORLIB_HOME", _CHECKOUT if (_CHECKOUT / "pyproject.toml").is_file() else Path.cwd()
     )
@@ -27,13 +27,13 @@ def data_dir() -> Path:
 
 
 def cache_dir() -> Path:
-    """Re-creatable artefacts such as the stand-in models: `TUTORLIB_CACHE`, else ~/.cache/tutorlib."""
+    """Re-creatable artefacts, e.g. stand-in models: `TUTORLIB_CACHE`, else ~/.cache/tutorlib."""
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return _from_env("TUTORLIB_CACHE", base / "tutorlib")
 
 
 def results_dir(profile_name: str) -> Path:
-    """One JSON record per experiment: `results/<profile>/` (`TUTORLIB_RESULTS` moves the parent)."""
+    """One JSON file per experiment: `results/<profile>/` (`TUTORLIB_RESULTS` moves the parent)."""
     return _from_env("TUTORLIB_RESULTS", root() / "results") / profile_name
 
 

@@ -1,4 +1,4 @@
-"""The course's figures; each returns the Figure and, given `save="name.png"`, writes it to images_dir()."""
+"""The course's figures: each returns the Figure; `save="name.png"` writes it to images_dir()."""
 
 import itertools
 import re
@@ -12,11 +12,8 @@ from matplotlib.figure import Figure
 
 from tutorlib import paths, results
 
-_CRITERIA = (
-    "customer",
-    "agent",
-    "two_sentences",
-)  # the TWEETSUMM rubric: one point each per summary
+# the TWEETSUMM rubric: one point each per summary
+_CRITERIA = ("customer", "agent", "two_sentences")
 _CURVES = (
     ("loss", "training loss", "tab:blue", None),
     ("eval_loss", "validation loss", "tab:orange", "o"),
@@ -24,7 +21,7 @@ _CURVES = (
 
 
 def _finish(fig: Figure, save: str | None) -> Figure:
-    """Lay out, write `images/<save>` when asked, and close it in pyplot so a notebook shows it once."""
+    """Lay out, write `images/<save>` if asked, close it in pyplot so a notebook shows it once."""
     fig.tight_layout()
     if save is not None:
         if Path(save).name != save or not save.lower().endswith(".png"):
@@ -48,12 +45,13 @@ def _document(reference: Any, metric: str) -> dict[str, tuple]:
     rows = reference[reference.metric == metric]
     if metric == "total" and rows.table.str.startswith("Table").any():
         rows = rows[rows.table.str.startswith("Table")]  # the prose repeats the tables' numbers
-    return {
-        r.configuration: (None, None, r.note)
-        if pd.isna(r.value)
-        else (r.value, _out_of(r.unit), "")
-        for r in rows.itertuples()
-    }
+    out = {}
+    for r in rows.itertuples():
+        if pd.isna(r.value):
+            out[r.configuration] = (None, None, r.note)
+        else:
+            out[r.configuration] = (r.value, _out_of(r.unit), "")
+    return out
 
 
 def _run(rec: Mapping[str, Any] | None, metric: str) -> tuple:
@@ -107,14 +105,8 @@ def figure1(
         points = [totals.get(n, (None, None, "")) for n in names]
         _bars(top, [i - width / 2 for i in x], points, width, **hollow)
     mine = [_run(runs.get(n), "total") for n in names]
-    _bars(
-        top,
-        [i + width / 2 if totals else i for i in x],
-        mine,
-        width,
-        color="tab:blue",
-        label="this run",
-    )
+    right = [i + width / 2 if totals else i for i in x]
+    _bars(top, right, mine, width, color="tab:blue", label="this run")
     _criteria_panel(bottom, names, runs, reference)
     ticks = [n if n in runs else f"{n}\n(no record)" for n in names]
     for ax, what in ((top, "total score"), (bottom, "points per criterion")):
@@ -130,7 +122,7 @@ def figure1(
 
 
 def _criteria_panel(ax: Any, names: list[str], runs: Mapping, reference: Any) -> None:
-    """Per configuration, each criterion's share: the document's (where published) beside this run's."""
+    """Per configuration, each criterion's share: the document's (if published) and this run's."""
     step = 0.8 / (2 * len(_CRITERIA))
     for k, (crit, color) in enumerate(
         zip(_CRITERIA, ("tab:blue", "tab:orange", "tab:green"), strict=True)
@@ -146,9 +138,8 @@ def _criteria_panel(ax: Any, names: list[str], runs: Mapping, reference: Any) ->
 
 
 def _losses(history: Any, key: str) -> list[tuple[int, float]]:
-    if isinstance(
-        history, pd.DataFrame
-    ):  # results.reference("003", "Training log"): metric "loss@25"
+    # results.reference("003", "Training log"): metric "loss@25"
+    if isinstance(history, pd.DataFrame):
         pairs = [(r.metric.split("@"), r.value) for r in history.itertuples()]
         history = [{"step": int(step), name: value} for (name, step), value in pairs]
     return [(e["step"], e[key]) for e in history if key in e and "step" in e]
@@ -157,7 +148,8 @@ def _losses(history: Any, key: str) -> list[tuple[int, float]]:
 def loss_curves(
     history: Sequence[Mapping], reference: Any = None, *, title: str, save: str | None = None
 ) -> Figure:
-    """Loss and eval loss by step from `trainer.state.log_history`; `reference` (a log or CSV rows) dashed."""
+    """Loss and eval loss by step from `trainer.state.log_history`;
+    `reference` (a log or CSV rows) dashed."""
     if not _losses(history, "loss") and not _losses(history, "eval_loss"):
         raise ValueError(
             "the history holds no 'loss' or 'eval_loss' entries with a 'step'; nothing to plot"
@@ -182,7 +174,8 @@ def loss_curves(
 def bars(
     values: Mapping, *, ylabel: str, title: str, line: tuple | None = None, save: str | None = None
 ) -> Figure:
-    """Labelled bars (memory, time); `line=(value, label)` draws a dashed reference such as a GPU's memory."""
+    """Labelled bars (memory, time);
+    `line=(value, label)` draws a dashed reference such as a GPU's memory."""
     if not values:
         raise ValueError("bars needs at least one value; got an empty mapping")
     fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(values) + 2), 4))

@@ -251,8 +251,8 @@ def hub_login(profile: Profile) -> bool:
     if not (env.secret("HF_TOKEN") or env.secret("HUGGING_FACE_HUB_TOKEN")):
         print(
             "no Hugging Face token found: accept the model's licence on its hub page, then set "
-            "HF_TOKEN (or add it in Colab's Secrets panel), or point TUTORLIB_MODEL_OVERRIDES at an "
-            "ungated copy"
+            "HF_TOKEN (or add it in Colab's Secrets panel), or point TUTORLIB_MODEL_OVERRIDES at "
+            "an ungated copy"
         )
         return False
     print("the hub client will use the Hugging Face token from HF_TOKEN / Colab secrets")

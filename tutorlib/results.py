@@ -48,7 +48,7 @@ class Record(pydantic.BaseModel):
     @pydantic.field_validator("scores", "extra", mode="before")
     @classmethod
     def _plain_json(cls, value: Any) -> Any:
-        """NumPy and torch scalars by `.item()`; anything else JSON lacks (paths, dtypes) as text."""
+        """NumPy/torch scalars by `.item()`; anything else JSON lacks (paths, dtypes) as text."""
         as_json = json.dumps(value, default=lambda v: v.item() if hasattr(v, "item") else str(v))
         return json.loads(as_json)
 
@@ -149,13 +149,14 @@ def failure(rec: Mapping[str, Any]) -> str | None:
 def load_records(
     profile_name: str | None = None, notebook: str | None = None
 ) -> list[dict[str, Any]]:
-    """The readable records (of one profile and notebook when given), oldest first; bad files are skipped."""
+    """The readable records (of one profile and notebook when given), oldest first; bad files
+    are skipped."""
     parent = paths.results_dir("any").parent  # results_dir(p) is <results root>/<p>
     found = []
     for path in sorted(parent.glob(f"{profile_name}/*.json" if profile_name else "*/*.json")):
         data = _read(path)
         if data and (notebook is None or Path(str(data["notebook"])).stem == Path(notebook).stem):
-            # created_at has whole seconds; the file's time orders two records written in the same one.
+            # created_at has whole seconds; file times order two records written in the same second.
             found.append(
                 (str(data["profile"]), str(data["created_at"]), path.stat().st_mtime_ns, data)
             )
@@ -165,8 +166,8 @@ def load_records(
 def latest(
     profile_name: str, configurations: Sequence[str], producers: Mapping | None = None
 ) -> list[dict]:
-    """The newest record per `extra.configuration`, in the order given; the missing ones are named. With
-    `producers` (configuration -> notebook number), only that notebook's records count for it, since
+    """The newest record per `extra.configuration`, in the order given; the missing ones are named.
+    With `producers` (configuration -> notebook number), only that notebook's records count, since
     another lesson may reuse the name (08's "DistilGPT2 base" is a DialogSum run, not 01's)."""
     newest, producers = {}, producers or {}
     for rec in load_records(profile_name):  # oldest first, so later ones win
@@ -189,7 +190,7 @@ def _main_score(rec: Mapping[str, Any]) -> str:
 
 
 def summary_table(profile_name: str | None = None) -> pd.DataFrame:
-    """One line per record: experiment, model, method, main score, minutes, peak memory and its kind."""
+    """One line per record: experiment, model, method, main score, minutes, peak memory and kind."""
     columns = [
         "experiment",
         "profile",
@@ -233,21 +234,18 @@ def reference(document: str | None = None, table: str | None = None) -> pd.DataF
 
 
 def _measured(rec: Mapping[str, Any], metric: str) -> Any:
-    """A record's number for `metric` (a score, `extra`, the top level; minutes from seconds); points
-    are shown out of this run's own maximum, which under `smoke` is far below the document's 150."""
+    """A record's number for `metric` (a score, `extra`, the top level; minutes from seconds);
+    points are out of this run's own maximum, under `smoke` far below the document's 150."""
     scores = rec["scores"]
     for source in (scores, rec.get("extra", {}), rec):
         if source.get(metric) is not None:
             value = source[metric]
-            value = (
-                float(f"{value:.4g}") if isinstance(value, float) else value
-            )  # as the documents print
+            # as the documents print
+            value = float(f"{value:.4g}") if isinstance(value, float) else value
             out_of = scores.get("max_total") if metric == "total" else scores.get("graded")
-            return (
-                f"{value:g} of {out_of}"
-                if metric in scores and out_of and metric != "graded"
-                else value
-            )
+            if metric in scores and out_of and metric != "graded":
+                return f"{value:g} of {out_of}"
+            return value
     seconds = rec.get("train_seconds")
     if metric == "train_minutes":
         untrained, known = rec.get("method") in ("base", "reference"), seconds is not None
@@ -265,7 +263,8 @@ def _run_label(records: Sequence[Mapping[str, Any]]) -> str:
 
 
 def side_by_side(document: str, table: str, records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
-    """Each number of the document's table beside this run's (by `extra.configuration`); no record: empty."""
+    """Each number of the document's table beside this run's (by `extra.configuration`);
+    no record: empty."""
     by_configuration = {rec.get("extra", {}).get("configuration"): rec for rec in records}
     rows = []
     for ref in reference(document, table).itertuples():

@@ -1,7 +1,8 @@
-"""Synthetic dialogue/summary pairs: generated resumably, an offline template stand-in, near-duplicates found.
+"""Synthetic dialogue/summary pairs: generated resumably, an offline template stand-in,
+near-duplicates found.
 
-`resumable` appends each pair to a JSONL file the moment it exists, so an interrupted or failed run is
-rerun without paying again for what was already generated.
+`resumable` appends each pair to a JSONL file the moment it exists, so an interrupted or failed run
+is rerun without paying again for what was already generated.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import Any
 
 # The offline stand-in assembles customer-support conversations from the pieces in this JSON file.
 _PIECES = json.loads((Path(__file__).parent / "synthetic_pieces.json").read_text(encoding="utf-8"))
-# Planted flaws, by index modulo 10, so that the filters have known mistakes to catch (an LLM makes its own).
+# Planted flaws, by index modulo 10, so that the filters have known mistakes to catch (an LLM
+# makes its own).
 _PLANTED = {
     4: "summary of another conversation",
     7: "one-sentence summary",
@@ -25,12 +27,11 @@ _PLANTED = {
 
 
 def template_pair(index: int) -> dict[str, Any]:
-    """Pair number `index` of the offline stand-in (deterministic); `planted` names its planted flaw, if any."""
+    """Pair `index` of the offline stand-in (deterministic); `planted` names its flaw, if any."""
     flaw = _PLANTED.get(index % 10)
-    rng, p = (
-        random.Random(index - 1 if flaw == _PLANTED[9] else index),
-        _PIECES,
-    )  # a near-duplicate: same draws
+    # a near-duplicate: same draws
+    rng = random.Random(index - 1 if flaw == _PLANTED[9] else index)
+    p = _PIECES
     scenario, item, day = rng.choice(p["scenarios"]), rng.choice(p["items"]), rng.choice(p["days"])
     opening, closing = rng.choice(p["openings"]), rng.choice(p["closings"])
     if flaw == _PLANTED[9]:  # the same conversation, greeted differently
@@ -62,8 +63,8 @@ def resumable(
 ) -> list[dict[str, Any]]:
     """Rows 0..n-1 of the JSONL file `path`, calling `make(i)` only for the indices not in it yet.
 
-    Each new row is written and flushed at once. A `make` that raises is counted, warned about and tried
-    again on the next call; a line cut short by an interruption is dropped and made again."""
+    Each new row is written and flushed at once. A `make` that raises is counted, warned about and
+    tried again on the next call; a line cut short by an interruption is dropped and made again."""
     path, done = Path(path), {}
     if not isinstance(n, int) or n < 0:
         raise ValueError(f"n must be a non-negative int, got {n!r}")
@@ -74,9 +75,8 @@ def resumable(
             done[int(row["index"])] = row
         except (ValueError, KeyError, TypeError):
             pass
-    if len(done) < len(
-        lines
-    ):  # rewrite without the damaged lines, so appending cannot glue onto one
+    # rewrite without the damaged lines, so appending cannot glue onto one
+    if len(done) < len(lines):
         warnings.warn(
             f"{path}: {len(lines) - len(done)} damaged line(s) dropped; those rows are made again",
             stacklevel=2,
@@ -92,7 +92,8 @@ def resumable(
                     raise ValueError(
                         f"expected a dict with 'dialogue' and 'summary' strings, got {row!r:.80}"
                     )
-            except Exception as exc:  # noqa: BLE001 - any failed request or reply: counted, retried next run
+            except Exception as exc:  # noqa: BLE001
+                # any failed request or reply: counted, retried next run
                 failures.append(f"{i}: {type(exc).__name__}: {exc}"[:200])
                 continue
             done[i] = {"index": i, **row}
@@ -100,22 +101,22 @@ def resumable(
             out.flush()
     if failures:
         warnings.warn(
-            f"{len(failures)} of {n} rows failed and are not in {path.name} (first: {failures[0]}); "
-            "run again to retry only those",
+            f"{len(failures)} of {n} rows failed and are not in {path.name} "
+            f"(first: {failures[0]}); run again to retry only those",
             stacklevel=2,
         )
     return [done[i] for i in sorted(done) if i < n]
 
 
 def near_duplicates(texts: list[str], threshold: float = 0.8, n: int = 3) -> dict[int, int]:
-    """{index: earlier index it repeats} for texts whose word `n`-grams overlap an earlier kept text's by
-    at least `threshold` (Jaccard similarity). Quadratic: meant for hundreds of texts, not millions."""
+    """{index: earlier index it repeats} for texts whose word `n`-grams overlap an earlier kept
+    text's by at least `threshold` (Jaccard similarity).
+    Quadratic: meant for hundreds of texts, not millions."""
     words = [re.findall(r"\w+", text.lower()) for text in texts]
     shingles = [{tuple(w[k : k + n]) for k in range(max(len(w) - n + 1, 1))} for w in words]
     repeats: dict[int, int] = {}
-    for i, mine in enumerate(
-        shingles
-    ):  # shingle sets are never empty: a short text is one (short) tuple
+    # shingle sets are never empty: a short text is one (short) tuple
+    for i, mine in enumerate(shingles):
         similar = (
             j
             for j in range(i)

@@ -1,14 +1,15 @@
 """Each source document's prompt format as data, and cutting a generation back to its summary.
 
-A prompt ends with the summary header and the completion starts with the space: a byte-level tokenizer
-fuses it with the next word, so the prompt's tokens are a prefix of the whole text's, as trl's loss
-masking needs."""
+A prompt ends with the summary header and the completion starts with the space: a byte-level
+tokenizer fuses it with the next word, so the prompt's tokens are a prefix of the whole text's, as
+trl's loss masking needs."""
 
 import re
 from dataclasses import dataclass
 
-# What a model writes after its summary: a marker variant (<END_SENTENCE>, a cut-off "<EN" or final "<",
-# <|endoftext|>, a '>>"' tail: document 000 shows them) or a restarted "###" section. "< 5" is kept.
+# What a model writes after its summary: a marker variant (<END_SENTENCE>, a cut-off "<EN" or
+# final "<", <|endoftext|>, a '>>"' tail: document 000 shows them) or a restarted "###" section.
+# "< 5" is kept.
 _MARKER_LIKE = r'<\s*(?:[A-Z_|/]|\Z)|>>\s*"|###'
 
 
@@ -43,26 +44,27 @@ class Template:
         return self.prompt(dialogue) + (" " if self.seq2seq else "") + self.completion(summary)
 
     def cut(self, generated: str) -> str:
-        """The text before the end marker, anything marker-like, or a restarted prompt section; stripped."""
-        headers = re.findall(
-            r"^[^{\n]*?:", self.layout, flags=re.MULTILINE
-        )  # "### Summary:", "Output:"
+        """Cut at the end marker, anything marker-like or a restarted prompt section; stripped."""
+        # "### Summary:", "Output:"
+        headers = re.findall(r"^[^{\n]*?:", self.layout, flags=re.MULTILINE)
         patterns = [_MARKER_LIKE, *(rf"^\s*{re.escape(h)}" for h in headers)]
         patterns += [re.escape(self.end_marker)] if self.end_marker else []
         match = re.search("|".join(patterns), generated, flags=re.MULTILINE)
         return generated[: match.start() if match else None].strip()
 
 
-# Departures, disclosed as the course promises. 000 and 002 put the summary on the line after "###
-# Summary:"; here it follows after one space (see the module docstring). 000's instruction is reworded
-# (same asks: two sentences, the customer's question, then the agent's reply); its headers and end marker
-# are kept. 002 trains with "Summarize this Dialogue." but prompts with "Summarize the Dialogue below.";
-# one instruction of ours serves both, as a fine-tuned model does best on the prompt it learned. 001's
-# words are kept exactly (FLAN-T5 was tuned on them: a fair zero-shot baseline), less the space after
-# "Summary:". 003 gives no prompt: ours follows the "Instruct: ... Output:" style of Phi-2's model card.
+# Departures, disclosed as the course promises. 000 and 002 put the summary on the line after
+# "### Summary:"; here it follows after one space (see the module docstring). 000's instruction is
+# reworded (same asks: two sentences, the customer's question, then the agent's reply); its headers
+# and end marker are kept. 002 trains with "Summarize this Dialogue." but prompts with
+# "Summarize the Dialogue below."; one instruction of ours serves both, as a fine-tuned model does
+# best on the prompt it learned. 001's words are kept exactly (FLAN-T5 was tuned on them: a fair
+# zero-shot baseline), less the space after "Summary:". 003 gives no prompt: ours follows the
+# "Instruct: ... Output:" style of Phi-2's model card.
 _TWEETSUMM = (
-    "Below is a conversation between a customer and a customer-support agent. Summarize it in exactly two "
-    "sentences: the first says what the customer wanted, the second says how the agent responded."
+    "Below is a conversation between a customer and a customer-support agent. Summarize it in "
+    "exactly two sentences: the first says what the customer wanted, the second says how the agent "
+    "responded."
 )
 _FLAN = "Summarize the following conversation."
 _PHI2 = "Summarize the following conversation between two people in one or two sentences."

@@ -1,9 +1,9 @@
-"""Tiny offline stand-ins for the course's models: the real architecture at toy size, cached on disk.
+"""Offline stand-ins for the course's models: the real architecture at toy size, cached on disk.
 
 A stand-in is `models.config(name)` with the registry's `tiny` sizes (same classes, module names and
-structural choices), random weights from a fixed seed, and a byte-level BPE tokenizer trained here on
-the sample data and the prompt templates, with the real family's special tokens. `profile` loads it
-under `smoke`; its folder name carries a hash of corpus and settings, so changes build a new one.
+structural choices), random weights from a fixed seed, and a byte-level BPE tokenizer trained here
+on the sample data and the prompt templates, with the real family's special tokens. `profile` loads
+it under `smoke`; its folder name carries a hash of corpus and settings, so changes build a new one.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ _SEED = 20231
 _TEMPLATE_REPEATS = 20  # frequent enough that the headers and end markers merge into single tokens
 
 # Special tokens in id order (ids 0, 1, ...), their roles, and the length limit, as in each real
-# tokenizer: GPT-2, Falcon and Phi-2 share <|endoftext|> and have no pad token; Llama-2 prepends <s>;
+# tokenizer: GPT-2, Falcon and Phi-2 share <|endoftext|>, with no pad token; Llama-2 prepends <s>;
 # T5 appends </s> and pads with id 0. Llama-2 reads 4096 positions; 2048 is ample for the samples.
 _EOT = "<|endoftext|>"
 _GPT2 = {"bos_token": _EOT, "eos_token": _EOT, "unk_token": _EOT}
@@ -68,7 +68,7 @@ def _strings(value: Any) -> list[str]:
 
 
 def _texts(path: Path) -> list[str]:
-    """The strings with a space in one JSON(L) file: its dialogues and summaries (ids have no space)."""
+    """Strings with a space in one JSON(L) file: its dialogues and summaries (ids have no space)."""
     text = path.read_text(encoding="utf-8")
     lines = text.splitlines() if path.suffix == ".jsonl" else [text]
     try:
@@ -81,12 +81,11 @@ def _texts(path: Path) -> list[str]:
 
 
 def _corpus() -> list[str]:
-    """The texts of every sample data file under data/, then each prompt template rendered on a sample."""
+    """The texts of every sample file in data/, then each prompt template rendered on a sample."""
     root, texts = paths.data_dir(), []
     for path in sorted(root.rglob("*.json*")):
-        hidden = any(
-            part.startswith(".") for part in path.relative_to(root).parts
-        )  # .ipynb_checkpoints
+        # such as .ipynb_checkpoints
+        hidden = any(part.startswith(".") for part in path.relative_to(root).parts)
         if path.suffix in (".json", ".jsonl") and not hidden:
             texts += _texts(path)
     for template in TEMPLATES.values():
@@ -119,23 +118,20 @@ def _tokenizer(texts: list[str], family: str) -> PreTrainedTokenizerFast:
 
 def _model(name: str, tok: PreTrainedTokenizerFast) -> Any:
     # The real config's special ids point into the real vocabulary; point them at this tokenizer's.
-    spec, ids = (
-        models.spec(name),
-        {"eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id},
-    )
+    spec = models.spec(name)
+    ids = {"eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id}
     if "bos_token_id" in spec.config:  # Falcon's real config has one, its tokenizer none: it is eos
         ids["bos_token_id"] = tok.eos_token_id if tok.bos_token_id is None else tok.bos_token_id
     config = models.config(name, **spec.tiny, vocab_size=len(tok), **ids)
-    with torch.random.fork_rng(
-        devices=[]
-    ):  # the same weights every time; the caller's RNG untouched
+    # the same weights every time; the caller's RNG untouched
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_SEED)
         # untie_t5_head gives FLAN-T5 its own lm_head and returns other models unchanged.
         return models.untie_t5_head(models.auto_class(name).from_config(config)).eval()
 
 
 def build(name: str, cache_dir: Path | None = None) -> Path:
-    """The stand-in folder of a registry name or hub id, `<cache_dir>/tiny/<name>-<hash>`, built once.
+    """`<cache_dir>/tiny/<name>-<hash>`: the stand-in of a registry name or hub id, built once.
 
     Built in a staging folder renamed into place: a concurrent reader sees nothing or all of it."""
     spec, texts = models.spec(name), _corpus()
@@ -148,9 +144,8 @@ def build(name: str, cache_dir: Path | None = None) -> Path:
         _TOKENIZERS[spec.family],
         texts,
     ]
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[
-        :12
-    ]
+    encoded = json.dumps(settings, sort_keys=True, default=str).encode()
+    key = hashlib.sha256(encoded).hexdigest()[:12]
     folder = Path(cache_dir or paths.cache_dir()) / "tiny" / f"{spec.name}-{key}"
     if folder.is_dir():
         return folder

@@ -1,10 +1,11 @@
 """The few lines notebooks 01-03 show once in plain sight, written once for their later repetitions.
 
-Notebook 01 builds `SFTConfig` and `SFTTrainer` in its own cells, and notebook 03 builds `LoraConfig`,
-`BitsAndBytesConfig`, the quantized `from_pretrained`, `prepare_model_for_kbit_training` and
-`get_peft_model`. `finetune()` repeats exactly those steps with the registry's document settings and
-the profile's sizes, so a later cell can train another configuration in one line. `Run` is what a
-training run cost: wall time, peak memory, parameter counts and the loss log.
+Notebook 01 builds `SFTConfig` and `SFTTrainer` in its own cells, and notebook 03 builds
+`LoraConfig`, `BitsAndBytesConfig`, the quantized `from_pretrained`,
+`prepare_model_for_kbit_training` and `get_peft_model`. `finetune()` repeats exactly those steps
+with the registry's document settings and the profile's sizes, so a later cell can train another
+configuration in one line. `Run` is what a training run cost: wall time, peak memory, parameter
+counts and the loss log.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def load_model(plan: Plan, **kwargs: Any) -> tuple[Any, Any]:
 
 
 def cpu_quantization_fixes(model: torch.nn.Module) -> None:
-    """Keep bitsandbytes' CPU 4-bit layers trainable: do nothing on a GPU, and check something was quantized.
+    """Keep bitsandbytes' CPU 4-bit layers trainable (no-op on GPUs); check something was quantized.
 
     On CPUs with AVX512-BF16, bitsandbytes 0.50 repacks 4-bit weights into an inference layout the
     first time a layer runs in eval mode and never unpacks them, so a later training step crashes.
@@ -59,11 +60,11 @@ def cpu_quantization_fixes(model: torch.nn.Module) -> None:
 def prepare(
     dataset: DatasetDict, template: templates.Template, tokenizer: Any, max_length: int
 ) -> DatasetDict:
-    """dialogue/summary rows -> prompt/completion rows that fit `max_length` tokens, counted before training.
+    """dialogue/summary rows -> prompt/completion rows within `max_length` tokens, counted up front.
 
-    trl would silently drop an example that is too long. Here an over-long dialogue is cut at its end
-    (the instruction, the summary header and the whole summary survive), with a visible warning; an
-    example is dropped only when even its summary cannot fit. No usable example left is an error.
+    trl would silently drop an example that is too long. Here an over-long dialogue is cut at its
+    end (the instruction, the summary header and the whole summary survive), with a visible warning;
+    an example is dropped only when even its summary cannot fit. No usable example left is an error.
     """
     out = {}
     for split, ds in dataset.items():
@@ -75,9 +76,8 @@ def prepare(
             frame = len(tokenizer(template.prompt(".") + fixed).input_ids) + 2  # + eos and a margin
             ids = tokenizer(dialogue, add_special_tokens=False).input_ids
             room = max_length - frame
-            if (
-                len(ids) > room
-            ):  # keep room - 2 tokens: re-tokenizing the cut text may add one or two
+            if len(ids) > room:
+                # keep room - 2 tokens: re-tokenizing the cut text may add one or two
                 dialogue = tokenizer.decode(ids[: max(room - 2, 0)]).strip()
                 cut += bool(dialogue)
             if not dialogue:  # the summary leaves no room for any of the dialogue
@@ -86,16 +86,16 @@ def prepare(
             rows.append({"prompt": template.prompt(dialogue), "completion": fixed})
         if cut or dropped:
             warnings.warn(
-                f"{split}: {cut} of {len(ds)} dialogues were cut at the end to fit max_length="
-                f"{max_length}; {dropped} examples dropped: their summary leaves no room for the dialogue",
+                f"{split}: {cut} of {len(ds)} dialogues were cut at the end to fit "
+                f"max_length={max_length}; {dropped} examples dropped: their summary leaves no "
+                "room for the dialogue",
                 stacklevel=2,
             )
         if not rows:
-            what = (
-                f"all {len(ds)} are too long for max_length={max_length}"
-                if len(ds)
-                else "the split has no rows"
-            )
+            if len(ds):
+                what = f"all {len(ds)} are too long for max_length={max_length}"
+            else:
+                what = "the split has no rows"
             raise ValueError(f"no usable {split} example: {what}")
         out[split] = Dataset.from_list(rows)
     return DatasetDict(out)
