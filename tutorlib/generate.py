@@ -83,5 +83,7 @@ def _prompt_limit(
     lengths = [len(ids) for ids in tokenizer(prompts)["input_ids"]]
     if long := [i for i, n in enumerate(lengths) if n > limit]:
         cut = f"only their last {limit} tokens are used, which keeps the summary header at the end"
-        warnings.warn(f"prompts at index {long} do not fit the {context}-token context: {cut}")
+        # stacklevel 3: the warning points at the caller of summarize()
+        message = f"prompts at index {long} do not fit the {context}-token context: {cut}"
+        warnings.warn(message, stacklevel=3)
     return limit

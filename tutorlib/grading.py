@@ -4,11 +4,13 @@ No silent 0s."""
 import hashlib
 import json
 import re
+import tomllib
 import warnings
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -40,47 +42,17 @@ class Rubric:
     criteria: tuple[Criterion, ...]
 
 
-def _criteria(scale: tuple[int, int] = (0, 1), **descriptions: str) -> tuple[Criterion, ...]:
-    return tuple(Criterion(name, text, scale) for name, text in descriptions.items())
+def _rubrics() -> dict[str, Rubric]:
+    text = resources.files("tutorlib").joinpath("rubrics.toml").read_text(encoding="utf-8")
+    rubrics = {}
+    for name, entry in tomllib.loads(text).items():
+        scale = tuple(entry["scale"])
+        criteria = tuple(Criterion(c, about, scale) for c, about in entry["criteria"].items())
+        rubrics[name] = Rubric(name, entry["instructions"], criteria)
+    return rubrics
 
 
-RUBRICS: dict[str, Rubric] = {
-    "tweetsumm": Rubric(
-        "tweetsumm",
-        "You grade machine-written summaries of customer-service conversations held on Twitter. A "
-        "good summary has two sentences: what the customer asked or complained about, then how the "
-        "agent responded. Compare the summary with the conversation only. Award each criterion 1 "
-        "if it is met and 0 if not, and give a one-sentence reason for each score.",
-        _criteria(
-            customer=(
-                "The summary describes the customer's question or complaint reasonably accurately."
-            ),
-            agent="The summary describes the agent's response reasonably accurately.",
-            two_sentences="The summary is exactly two sentences long.",
-        ),
-    ),
-    "summary_quality": Rubric(
-        "summary_quality",
-        "You are a careful annotator of dialogue summaries. Read the conversation, then the "
-        "summary, and rate the summary on each criterion from 1 (very poor) to 5 (excellent), "
-        "judging each criterion on its own. Give a one-sentence reason for each score.",
-        _criteria(
-            scale=(1, 5),
-            relevance=(
-                "Keeps the important content of the conversation and leaves out unimportant detail."
-            ),
-            coherence=(
-                "Its sentences follow on from one another into a clear whole, not a heap of facts."
-            ),
-            consistency=(
-                "Every fact is supported by the conversation; nothing is invented or contradicted."
-            ),
-            fluency=(
-                "Well written: grammar, spelling, punctuation, word choice and sentence structure."
-            ),
-        ),
-    ),
-}
+RUBRICS: dict[str, Rubric] = _rubrics()  # rubrics.toml: each rubric's instructions and criteria
 
 
 def _rubric(rubric: Rubric | str) -> Rubric:
@@ -167,7 +139,8 @@ class JudgmentCache:
         try:
             paths.write_atomic(self.folder / f"{key}.json", json.dumps(judgment))
         except OSError as err:
-            warnings.warn(f"judgment not cached in {self.folder} ({err}); kept for this run only")
+            lost = f"judgment not cached in {self.folder} ({err}); kept for this run only"
+            warnings.warn(lost, stacklevel=2)
 
 
 class LLMJudge:
