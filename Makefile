@@ -9,8 +9,8 @@ STAMP  := $(VENV)/.tutorlib-installed
 TORCH  ?= torch==2.13.0
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-# Notebooks to run (default: all, in order). Example: make run NOTEBOOKS=notebooks/00_start_here.ipynb
-NOTEBOOKS ?=
+# Notebooks to run (default: all, in order), by number or path. Example: make run NB=03
+NB ?=
 
 .PHONY: run test lint lab install constraints clean colab-check drift-check full-check
 
@@ -19,12 +19,15 @@ $(STAMP): pyproject.toml constraints.txt
 	@echo "installing $(TORCH) first, then tutorlib[dev] (editable) into $(VENV) ..."
 	@$(PIP) install "$(TORCH)"
 	@$(PIP) install -c constraints.txt -e ".[dev]"
+	@$(BIN)/python -m tutorlib fetch  # the cpu profile's model, once: later runs are offline
 	@touch $(STAMP)
 
 install: $(STAMP)
 
+# Without a GPU the notebooks run under the cpu profile (SmolLM2 on the bundled data, minutes each);
+# TUTORLIB_PROFILE=smoke or full chooses another.
 run: $(STAMP)
-	$(BIN)/python -m tutorlib run $(NOTEBOOKS)
+	$(BIN)/python -m tutorlib run $(NB)
 
 # Unit tests, then every notebook executed by nbmake under the smoke profile, with the hub offline.
 # JOBS test files run at once (pytest-xdist, a whole file per worker, in order within it). Each smoke

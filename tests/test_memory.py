@@ -298,7 +298,7 @@ def test_tensor_budget_counts_a_shared_storage_once():
 
 
 def test_emulate_card_scales_the_budget_to_the_stand_in_under_smoke(tiny_llama_dir, capsys):
-    smoke = SimpleNamespace(is_smoke=True, name="smoke", dtype_for=lambda _: torch.float32)
+    smoke = SimpleNamespace(hub_models=False, name="smoke", dtype_for=lambda _: torch.float32)
     plan = SimpleNamespace(model="llama-2-7b", checkpoint=str(tiny_llama_dir), profile=smoke)
     budget = memory.emulate_card(16, plan)
     held = [
@@ -309,7 +309,7 @@ def test_emulate_card_scales_the_budget_to_the_stand_in_under_smoke(tiny_llama_d
     assert "16 GB card" in capsys.readouterr().out
     # `full` without a GPU (make full-check loads a few-layer copy): the card shrinks with it
     full = SimpleNamespace(model="llama-2-7b", checkpoint=str(tiny_llama_dir))
-    full.profile = SimpleNamespace(is_smoke=False, name="full")
+    full.profile = SimpleNamespace(hub_models=True, name="full")
     share = models.on_meta(AutoConfig.from_pretrained(tiny_llama_dir)).num_parameters()
     share /= models.on_meta("llama-2-7b").num_parameters()
     assert memory.emulate_card(16, full).budget_mb == pytest.approx(16 * 1024 * share)

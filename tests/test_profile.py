@@ -12,17 +12,17 @@ from tutorlib import env, models
 from tutorlib import profile as prof
 
 
-def test_default_without_cuda_is_smoke(monkeypatch):
+def test_default_without_cuda_is_cpu(monkeypatch):
     monkeypatch.delenv("TUTORLIB_PROFILE", raising=False)
     p = prof.detect()
-    assert p.name == "smoke" and p.device == "cpu" and p.dtype == torch.float32
+    assert p.name == "cpu" and p.device == "cpu" and p.dtype == torch.float32
 
 
 def test_env_and_argument_choose_profile(monkeypatch):
     monkeypatch.setenv("TUTORLIB_PROFILE", "FULL")
     assert prof.detect().name == "full"
     assert prof.detect("smoke").name == "smoke"
-    with pytest.raises(ValueError, match=r"unknown profile 'tiny'.*full, smoke"):
+    with pytest.raises(ValueError, match=r"unknown profile 'tiny'.*full, cpu, smoke"):
         prof.detect("tiny")
 
 

@@ -1,5 +1,5 @@
 """`python -m tutorlib run [NB ...]` executes notebooks headless; `index` writes badges and
-set-up cells."""
+set-up cells; `fetch` downloads and converts the cpu profile's model once."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import re
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import nbformat
 from nbclient import NotebookClient
@@ -58,43 +59,74 @@ def repository_url(explicit: str | None = None) -> str:
     return url.rstrip("/")
 
 
+class _Progress(NotebookClient):
+    """Runs a notebook and says where it is: each code cell as it starts, and what the cell
+    prints, as it prints it (trl's progress bars stay in the executed copy)."""
+
+    def on_cell_start(self, cell: Any, cell_index: int) -> None:  # type: ignore[override]
+        self.at = cell_index
+        code = [i for i, c in enumerate(self.nb.cells) if c.cell_type == "code"]
+        if cell_index not in code:
+            return
+        first = next((line for line in cell.source.splitlines() if line.strip()), "")
+        print(f"  cell {code.index(cell_index) + 1}/{len(code)}: {first[:70]}", flush=True)
+
+    def output(self, outs: list, msg: dict, display_id: str, cell_index: int) -> Any:
+        if msg["msg_type"] == "stream" and msg["content"]["name"] == "stdout":
+            for line in msg["content"]["text"].splitlines():
+                print(f"    {line[:120]}", flush=True)
+        return super().output(outs, msg, display_id, cell_index)
+
+
+def _notebooks(names: list[str]) -> list[Path]:
+    """Notebook paths from paths or two-digit numbers ("03"); all of them when none are given."""
+    if not names:
+        return course_notebooks()
+    numbered = {p.name[:2]: p for p in course_notebooks()}
+    chosen = [numbered.get(n, Path(n).resolve()) for n in names]
+    if missing := [str(p) for p in chosen if not p.is_file()]:
+        raise SystemExit(f"no such notebook: {', '.join(missing)}")
+    return chosen
+
+
 def _run(args: argparse.Namespace) -> int:
     from tutorlib import profile, results  # deferred: they import torch
 
-    notebooks = [Path(p).resolve() for p in args.notebooks] or course_notebooks()
-    missing = [str(p) for p in notebooks if not p.is_file()] if notebooks else ["notebooks/NN_*"]
-    if missing:
-        raise SystemExit(f"no such notebook: {', '.join(missing)}")
+    notebooks = _notebooks(args.notebooks)
     prof, out = profile.detect(), paths.runs_dir()  # each kernel's detect() makes the same choice
     print(f"{prof.card()}\nexecuting {len(notebooks)} notebook(s); executed copies go to {out}")
     out.mkdir(parents=True, exist_ok=True)
     for n, path in enumerate(notebooks, 1):
         print(f"[{n}/{len(notebooks)}] {path.name}", flush=True)
-        nb, at = nbformat.read(path, as_version=4), {"cell": 0}  # run in its folder, no time limit
-        client = NotebookClient(
+        nb = nbformat.read(path, as_version=4)  # run in its own folder, with no time limit
+        client = _Progress(
             nb, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
         )
-        client.on_cell_start = lambda cell_index, at=at, **_: at.update(cell=cell_index)
         try:
             client.execute()
         except Exception as err:
             # a cell raised or killed the kernel: name it; the copy has the traceback
-            number = sum(c.cell_type == "code" for c in nb.cells[: at["cell"] + 1])
+            number = sum(c.cell_type == "code" for c in nb.cells[: getattr(client, "at", 0) + 1])
             what = f"{getattr(err, 'ename', type(err).__name__)}: {getattr(err, 'evalue', err)}"
-            raise SystemExit(
-                f"FAILED: {path.name}, code cell {number}: {what} ({out / path.name})"
-            ) from None
+            failed = f"FAILED: {path.name}, code cell {number}: {what} ({out / path.name})"
+            raise SystemExit(failed) from None
         finally:
             nbformat.write(nb, out / path.name)
     try:
         table = results.summary_table(prof.name)
-        shown = table.to_string(index=False) if len(table) else "none"
-        print(f"\nRecorded results ({prof.name}):\n{shown}")
-    except Exception as err:
-        # the notebooks ran; say why the table is missing rather than fail the run
-        print(
-            f"\nno results table: summary_table raised {type(err).__name__}: {err}", file=sys.stderr
-        )
+    except Exception as err:  # the notebooks ran: say why the table is missing, do not fail
+        why = f"summary_table raised {type(err).__name__}: {err}"
+        print(f"\nno results table: {why}", file=sys.stderr)
+        return 0
+    shown = table.to_string(index=False) if len(table) else "none"
+    print(f"\nRecorded results ({prof.name}):\n{shown}")
+    return 0
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    from tutorlib import tiny  # deferred: it imports torch
+
+    print(f"the cpu profile's model is in {tiny.smollm2()}")
     return 0
 
 
@@ -134,11 +166,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tutorlib", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="execute notebooks headless (default: all, in order)")
-    run.add_argument("notebooks", nargs="*", help="notebook paths (default: notebooks/NN_*.ipynb)")
+    run.add_argument("notebooks", nargs="*", help="notebook paths or numbers (03); default: all")
     index = sub.add_parser("index", help="write Colab badges, set-up cells, README table")
     index.add_argument("--repo")
+    sub.add_parser("fetch", help="download and convert the cpu profile's model once")
     args = parser.parse_args(argv)
-    return _run(args) if args.command == "run" else _index(args)
+    return {"run": _run, "index": _index, "fetch": _fetch}[args.command](args)
 
 
 if __name__ == "__main__":

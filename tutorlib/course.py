@@ -186,6 +186,7 @@ class Lesson:
             secrets=secrets,
             notebook=self.notebook,
             model=model,
+            stand_in=self.profile.stand_in(model) if model in models.MODELS else None,
             method=method,
             scores=scores,
             judge=judge,

@@ -153,12 +153,12 @@ class TensorBudget(TrainerCallback):
 
 def emulate_card(gb: float, plan: Any) -> TensorBudget:
     """A `gb` GB card for the run `plan` describes: under `full` a real CUDA cap (no GPU: scaled to
-    the checkpoint's share of the real model), under `smoke` scaled to the stand-in."""
+    the checkpoint's share of the real model), under `cpu` and `smoke` scaled to the stand-in."""
     gb = _positive("gb (the card's size in GB)", gb)
-    if not plan.profile.is_smoke and torch.cuda.is_available():
+    if plan.profile.hub_models and torch.cuda.is_available():
         limit(gb)
         return TensorBudget(gb * 1024)
-    if not plan.profile.is_smoke:  # `full` on a CPU (make full-check)
+    if plan.profile.hub_models:  # `full` on a CPU (make full-check)
         share = models.on_meta(AutoConfig.from_pretrained(plan.checkpoint)).num_parameters()
         share /= models.on_meta(plan.model).num_parameters()  # the checkpoint may hold a few layers
         scaled = f"{gb * share:.2f} GB for a checkpoint of {share:.1%} of the real model"

@@ -40,17 +40,21 @@ class Spec:
     fp16: bool = True  # False: overflows in fp16, so gets fp32 where a GPU has no bf16
 
 
-def _registry() -> dict[str, Spec]:
-    table = tomllib.loads(resources.files("tutorlib").joinpath("models.toml").read_text("utf-8"))
+_TABLE = tomllib.loads(resources.files("tutorlib").joinpath("models.toml").read_text("utf-8"))
+
+
+def _registry(table: dict[str, Any]) -> dict[str, Spec]:
+    """The models of the table, their training settings on top of 2023's defaults where used."""
     specs = {}
     for name, entry in table["models"].items():
-        defaults = table["trainer_2023"] if entry.pop("trainer_2023") else {}
-        entry["training"] = {**defaults, **entry["training"]}
-        specs[name] = Spec(name=name, **entry)
+        fields = {k: v for k, v in entry.items() if k != "trainer_2023"}
+        defaults = table["trainer_2023"] if entry["trainer_2023"] else {}
+        fields["training"] = {**defaults, **entry["training"]}
+        specs[name] = Spec(name=name, **fields)
     return specs
 
 
-MODELS: dict[str, Spec] = _registry()
+MODELS: dict[str, Spec] = _registry(_TABLE)
 _BY_HUB_ID = {s.hub_id: s for s in MODELS.values()} | {"distilgpt2": MODELS["distilgpt2"]}
 
 
@@ -62,6 +66,13 @@ def spec(name: str) -> Spec:
             f"unknown model {name!r}; expected one of: {', '.join(MODELS)} (or their hub ids)"
         )
     return found
+
+
+def llama_targets(names: list[str]) -> list[str]:
+    """LoRA target layers of another architecture as a Llama's layers (models.toml); a name
+    that a Llama has already (q_proj, v_proj) stays."""
+    equivalents = _TABLE["llama_equivalents"]
+    return list(dict.fromkeys(t for name in names for t in equivalents.get(name, [name])))
 
 
 def config(name: str, **overrides: Any) -> PretrainedConfig:

@@ -48,12 +48,17 @@ def runs_dir() -> Path:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` whole or not at all: a temporary file beside it, then a rename, so an
-    interruption leaves the previous content (or no file), never half of the new one."""
+    """Write `text` (UTF-8) to `path` whole or not at all: see `write_atomic_bytes`."""
+    write_atomic_bytes(path, text.encode("utf-8"))
+
+
+def write_atomic_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` whole or not at all: a temporary file beside it, then a rename, so
+    an interruption leaves the previous content (or no file), never half of the new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_bytes(data)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)  # still there only when the write failed

@@ -53,7 +53,8 @@ class Plan:
     checkpoint: str  # what from_pretrained loads under this profile
     dtype: torch.dtype  # the weights as loaded: fp32 for full fine-tuning, else the profile's
     args: Mapping[str, Any]  # trainer arguments
-    sources: Mapping[str, str]  # where each trainer argument came from
+    sources: Mapping[str, str]  # where each trainer argument (and LoRA setting) came from
+    lora_settings: Mapping[str, Any] | None = None  # the LoraConfig's arguments; None: full
 
     @property
     def spec(self) -> models.Spec:
@@ -65,7 +66,7 @@ class Plan:
         because peft and trl fill in the one they are given."""
         from peft import LoraConfig
 
-        return None if self.method == "full" else LoraConfig(**self.spec.lora)
+        return None if self.lora_settings is None else LoraConfig(**self.lora_settings)
 
     @property
     def quantization(self) -> BitsAndBytesConfig | None:
@@ -85,15 +86,18 @@ class Plan:
         return BitsAndBytesConfig(load_in_4bit=True, **nf4)
 
     def table(self) -> pd.DataFrame:
-        """Each trainer argument, its value and the source it came from."""
-        rows = {k: (str(self.args[k]), self.sources[k]) for k in sorted(self.args)}
+        """Each trainer argument and LoRA setting, its value and the source it came from."""
+        lora = {f"lora.{k}": v for k, v in (self.lora_settings or {}).items()}
+        settings = {**self.args, **lora}
+        rows = {k: (str(settings[k]), self.sources[k]) for k in sorted(settings)}
         frame = pd.DataFrame.from_dict(rows, orient="index", columns=["value", "from"])
         return frame.rename_axis(str(self))
 
     def __str__(self) -> str:
         dtype = str(self.dtype).removeprefix("torch.")
-        where = f"{self.profile.name} · {self.checkpoint}"
-        return f"{self.model} · {self.method} · {dtype} weights · {where}"
+        stand_in = self.profile.stand_in(self.model)
+        runs = f"{stand_in} standing in" if stand_in else self.checkpoint
+        return f"{self.model} · {self.method} · {dtype} weights · {self.profile.name}: {runs}"
 
     def _repr_html_(self) -> str:  # a notebook shows the table
         return self.table()._repr_html_()
@@ -106,12 +110,14 @@ def resolve(profile: Profile, model: str, method: str, own: Mapping[str, Any]) -
         raise ValueError(f"unknown method {method!r}; expected one of: {expected}")
     spec = models.spec(model)
     document = {**spec.training, **(spec.lora_training if method != "full" else {})}
-    layers = zip(SOURCES, (COURSE, document, profile.training(spec.name), own), strict=True)
+    imposed = profile.training(spec.name, method)
+    layers = zip(SOURCES, (COURSE, document, imposed, own), strict=True)
     args: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for source, values in layers:
         args |= values
         sources |= dict.fromkeys(values, source)
+    lora = None if method == "full" else _lora(spec, profile, sources)
     # Full fine-tuning keeps fp32 weights (mixed precision trains in 16 bits from that master
     # copy); adapters train on a base loaded in the profile's dtype.
     dtype = torch.float32 if method == "full" else profile.dtype_for(spec.name)
@@ -123,4 +129,17 @@ def resolve(profile: Profile, model: str, method: str, own: Mapping[str, Any]) -
         dtype=dtype,
         args=MappingProxyType(args),
         sources=MappingProxyType(sources),
+        lora_settings=None if lora is None else MappingProxyType(lora),
     )
+
+
+def _lora(spec: models.Spec, profile: Profile, sources: dict[str, str]) -> dict[str, Any]:
+    """The document's LoRA settings; under `cpu`, where SmolLM2 (a Llama) plays every decoder,
+    target layers named after another architecture become the Llama layers doing the same job."""
+    lora = dict(spec.lora)
+    sources |= dict.fromkeys((f"lora.{k}" for k in lora), "document")
+    targets = lora.get("target_modules")
+    if targets and profile.sizes.models == "smollm2" and spec.family != "llama":
+        lora["target_modules"] = models.llama_targets(targets)
+        sources["lora.target_modules"] = "profile"
+    return lora

@@ -1,4 +1,4 @@
-"""How big everything is: the `full` and `smoke` profiles, chosen once per notebook.
+"""How big everything is: the `full`, `cpu` and `smoke` profiles, chosen once per notebook.
 
 A notebook calls `detect()` once and then asks the profile for names and sizes instead of branching
 on where it runs. `detect()` reads every `TUTORLIB_*` setting it needs at that moment and returns a
@@ -8,7 +8,10 @@ everything one training run needs (ARCHITECTURE.md, "The run plan").
 - `full`: the documents' setting, real hub models and data on a CUDA GPU. `TUTORLIB_MAX_STEPS` caps
   training steps and `TUTORLIB_MAX_EXAMPLES` test examples and batch sizes (`make full-check` runs
   `full` on a CPU that way).
-- `smoke`: the same code on tiny stand-ins built locally, the bundled samples and a few steps.
+- `cpu`: no GPU, a learner's laptop: a real small pretrained model, SmolLM2-135M-Instruct, plays
+  every decoder model, on the bundled data, for a few dozen steps (FLAN-T5 keeps a stand-in).
+- `smoke`: tests and CI: tiny random stand-ins built locally, the bundled samples' first rows and
+  a few steps. Its numbers prove that the pipes connect, nothing more.
 """
 
 from __future__ import annotations
@@ -33,11 +36,15 @@ SPLITS = ("train", "validation", "test")
 
 @dataclass(frozen=True)
 class Sizes:
-    """What one profile imposes: examples per split (absent: all), trainer settings, generation."""
+    """What one profile imposes: the models it loads ("hub", "smollm2" for the decoders, or
+    "random" stand-ins), examples per split (absent: all), trainer settings (`adapters`: what
+    differs for LoRA runs) and generation settings."""
 
+    models: str
     examples: Mapping[str, int]
     training: Mapping[str, Any]
     generation: Mapping[str, int]
+    adapters: Mapping[str, Any] = field(default_factory=dict)
 
 
 # `smoke`: a short run on short sequences, at a learning rate high enough for a random 64-wide
@@ -55,9 +62,38 @@ _SMOKE_TRAINING = {
     "max_length": 384,
     "use_cpu": True,
 }
+# `cpu`: SmolLM2-135M on a laptop's CPU in fp32, chosen from measurements (benchmarks/README.md,
+# "The cpu profile"): few steps at a learning rate at which the model learns the format, a batch
+# small enough, and activation checkpointing, to keep the process under 3 GB.
+_CPU_TRAINING = {
+    "max_steps": 20,
+    "learning_rate": 1e-4,
+    "lr_scheduler_type": "constant",
+    "warmup_steps": 0,
+    "per_device_train_batch_size": 2,
+    "per_device_eval_batch_size": 4,
+    "gradient_accumulation_steps": 2,
+    "logging_steps": 2,
+    "eval_strategy": "steps",
+    "eval_steps": 10,
+    "save_strategy": "no",
+    "max_length": 384,
+    "activation_checkpointing": True,
+    "use_cpu": True,
+}
 SIZES = {
-    "full": Sizes(examples={}, training={}, generation={"max_new_tokens": 100, "batch_size": 8}),
+    "full": Sizes(
+        models="hub", examples={}, training={}, generation={"max_new_tokens": 100, "batch_size": 8}
+    ),
+    "cpu": Sizes(
+        models="smollm2",
+        examples={"train": 100, "validation": 20, "test": 40},
+        training=_CPU_TRAINING,
+        generation={"max_new_tokens": 60, "batch_size": 8},
+        adapters={"learning_rate": 5e-4},
+    ),
     "smoke": Sizes(
+        models="random",
         examples={"train": 32, "validation": 8, "test": 4},
         training=_SMOKE_TRAINING,
         generation={"max_new_tokens": 24, "batch_size": 4},
@@ -70,8 +106,8 @@ PROFILES = tuple(SIZES)
 class Profile:
     """The sizes and hardware of one notebook run. Build it with `detect()`.
 
-    `max_steps` and `max_examples` are `full`'s caps from `TUTORLIB_MAX_STEPS` and
-    `TUTORLIB_MAX_EXAMPLES` (None: no cap), read once by `detect()`.
+    `max_steps` and `max_examples` are caps from `TUTORLIB_MAX_STEPS` and `TUTORLIB_MAX_EXAMPLES`
+    (None: no cap), read once by `detect()` for `full` and `cpu`.
     """
 
     name: str
@@ -88,18 +124,29 @@ class Profile:
         return SIZES[self.name]
 
     @property
-    def is_smoke(self) -> bool:
-        return self.name == "smoke"
+    def hub_models(self) -> bool:
+        """True when the documents' own models are loaded (`full`), not stand-ins."""
+        return self.sizes.models == "hub"
 
     def checkpoint(self, name: str) -> str:
-        """What `from_pretrained` loads: the hub id (or its override) under `full`, a stand-in
-        folder built on this machine under `smoke`."""
+        """What `from_pretrained` loads: the hub id (or its override) under `full`; under `cpu`
+        SmolLM2 for every decoder; else a random stand-in built on this machine."""
         spec = models.spec(name)
-        if self.is_smoke:
-            from tutorlib import tiny  # deferred: building a stand-in trains a tokenizer
+        if self.hub_models:
+            return self.model_overrides.get(spec.hub_id, spec.hub_id)
+        from tutorlib import tiny  # deferred: building a stand-in trains a tokenizer
 
-            return str(tiny.build(spec.name))
-        return self.model_overrides.get(spec.hub_id, spec.hub_id)
+        if self.sizes.models == "smollm2" and not spec.seq2seq:
+            return str(tiny.smollm2())
+        return str(tiny.build(spec.name))
+
+    def stand_in(self, name: str) -> str | None:
+        """What actually plays `name` under this profile (None: the model itself)."""
+        if self.hub_models:
+            return None
+        if self.sizes.models == "smollm2" and not models.spec(name).seq2seq:
+            return "SmolLM2-135M-Instruct"
+        return "random 2-layer stand-in"
 
     def dtype_for(self, name: str) -> torch.dtype:
         """The profile's dtype, except that a model that overflows in fp16 (T5) gets fp32."""
@@ -111,23 +158,24 @@ class Profile:
         """How many examples of a split to use: `n` (None: all), within this profile's sizes."""
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; expected one of: {', '.join(SPLITS)}")
-        cap = self.sizes.examples.get(split, self.max_examples)
-        return _smaller(n, cap)
+        return _smaller(_smaller(n, self.sizes.examples.get(split)), self.max_examples)
 
     def steps(self, n: int) -> int:
         """A notebook's own number of training steps, within this profile's sizes."""
-        return _smaller(n, self.sizes.training.get("max_steps", self.max_steps))
+        return _smaller(_smaller(n, self.sizes.training.get("max_steps")), self.max_steps)
 
-    def training(self, name: str) -> dict[str, Any]:
+    def training(self, name: str, method: str = "full") -> dict[str, Any]:
         """Trainer settings this profile imposes: precision always, then its sizes."""
         dtype = self.dtype_for(name)
         args: dict[str, Any] = {"bf16": dtype == torch.bfloat16, "fp16": dtype == torch.float16}
         args |= self.sizes.training
+        if method != "full":
+            args |= self.sizes.adapters
         if self.max_steps:
             args["max_steps"] = self.max_steps
         if self.max_examples:  # a step's examples too: memory on a CPU
             batch = models.spec(name).training.get("per_device_train_batch_size", 8)
-            batch = min(self.max_examples, batch)
+            batch = min(self.max_examples, args.get("per_device_train_batch_size", batch))
             args |= {"per_device_train_batch_size": batch, "per_device_eval_batch_size": batch}
         return args
 
@@ -141,12 +189,14 @@ class Profile:
         return dict(self.sizes.generation)
 
     def card(self) -> str:
-        """One line naming the profile, the hardware, the dtype and the library versions."""
+        """One line naming the profile, the hardware, the dtype, what plays the documents'
+        decoder models, and the library versions."""
         versions = env.library_versions()
         hardware = f"{self.device} ({self.gpu_name})" if self.gpu_name else self.device
         libs = " · ".join(f"{lib} {versions[lib]}" for lib in env.LIBRARIES[:6])
         dtype = str(self.dtype).removeprefix("torch.")
-        return f"profile={self.name} · device={hardware} · dtype={dtype} · {libs}"
+        models_ = f" · models: {self.stand_in('llama-2-7b')}" if not self.hub_models else ""
+        return f"profile={self.name} · device={hardware} · dtype={dtype}{models_} · {libs}"
 
 
 def _smaller(n: int | None, cap: int | None) -> int | None:
@@ -208,12 +258,13 @@ def _quiet_libraries() -> None:
 
 
 def detect(name: str | None = None, *, seed: int = 42) -> Profile:
-    """Choose the profile (argument, `TUTORLIB_PROFILE`, else `full` with CUDA and `smoke`
-    without), read the course's settings from the environment once, and seed everything."""
+    """Choose the profile (argument, `TUTORLIB_PROFILE`, else `full` with CUDA and `cpu`
+    without), read the course's settings from the environment once, and seed everything. The
+    caps `TUTORLIB_MAX_STEPS` and `TUTORLIB_MAX_EXAMPLES` apply to `full` and `cpu`."""
     import transformers
 
     cuda = torch.cuda.is_available()
-    named = name or os.environ.get("TUTORLIB_PROFILE") or ("full" if cuda else "smoke")
+    named = name or os.environ.get("TUTORLIB_PROFILE") or ("full" if cuda else "cpu")
     chosen = named.strip().lower()
     if chosen not in PROFILES:
         source = "" if name else " (from TUTORLIB_PROFILE)"
@@ -237,16 +288,16 @@ def detect(name: str | None = None, *, seed: int = 42) -> Profile:
         gpu_name=torch.cuda.get_device_name(0) if cuda else None,
         seed=seed,
         model_overrides=MappingProxyType(overrides),
-        max_steps=caps[0] if chosen == "full" else None,
-        max_examples=caps[1] if chosen == "full" else None,
+        max_steps=None if chosen == "smoke" else caps[0],
+        max_examples=None if chosen == "smoke" else caps[1],
     )
 
 
 def hub_login(profile: Profile) -> bool:
     """Say whether a gated model (Llama-2) can be loaded: is there a hub token? The hub client
     reads `HF_TOKEN` from the environment or Colab's Secrets panel itself; nothing is written."""
-    if profile.is_smoke:
-        print("smoke profile: stand-in models are built locally, no hub token needed")
+    if not profile.hub_models:
+        print(f"{profile.name} profile: its models are on this machine, no hub token needed")
         return False
     if not (env.secret("HF_TOKEN") or env.secret("HUGGING_FACE_HUB_TOKEN")):
         print(

@@ -31,6 +31,7 @@ class Record(pydantic.BaseModel):
     notebook: str
     profile: str
     model: str
+    stand_in: str | None = None  # what ran in the model's place (`cpu`, `smoke`); None: itself
     method: str
     device: str
     dtype: str

