@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tutorlib import paths
+
 MIN_EXAMPLES = 10  # OpenAI refuses fewer; it reports clear gains from 50-100 well-made examples
 # As of writing (2025), per base model: USD per 1M training tokens, and the most tokens one
 # example may hold (longer ones are cut). Prices change: check openai.com/api/pricing before you
@@ -90,7 +92,13 @@ def check(path: str | Path, model: str = "gpt-4o-mini-2024-07-18") -> Report:
         raise ValueError(f"unknown base model {model!r}; expected one of: {', '.join(TRAINING)}")
     encoder, limit = _encoder(model), TRAINING[model][1]
     report = Report(Path(path), model, approximate=encoder is None)
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+    for number, raw in enumerate(Path(path).read_bytes().splitlines(), start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as err:  # OpenAI reads UTF-8 only: name the line and the byte
+            where = f"byte {err.start + 1} of the line ({err.reason})"
+            report.problems.append((number, f"not UTF-8 at {where}; save the file as UTF-8"))
+            continue
         problem, tokens = _problem(line, encoder)
         if problem is None and tokens > limit:
             problem = f"{tokens:,} tokens, more than {model}'s {limit:,}: the end would be cut off"
@@ -120,16 +128,51 @@ def _problem(line: str, encoder: Any) -> tuple[str | None, int]:
     tokens = 3
     for k, message in enumerate(messages, start=1):
         role = message.get("role") if isinstance(message, dict) else None
-        content = message.get("content") if isinstance(message, dict) else None
         if role not in _ROLES:
             return f"message {k}: role {role!r}; expected one of {', '.join(_ROLES)}", 0
-        if not isinstance(content, str) or not content.strip():
-            return f"message {k} ({role}): empty or missing 'content'; expected text", 0
-        tokens += 3 + (len(encoder.encode(content)) if encoder else math.ceil(len(content) / 4))
+        text, problem = _text(message.get("content"))
+        if problem:
+            return f"message {k} ({role}): {problem}", 0
+        tokens += 3 + (len(encoder.encode(text)) if encoder else math.ceil(len(text) / 4))
     if messages[-1]["role"] != "assistant":
         last = messages[-1]["role"]
         return f"the last message is the {last}'s; expected the assistant's answer", 0
     return None, tokens
+
+
+def _text(content: Any) -> tuple[str, str | None]:
+    """A message's text, from a string or from a list of text parts ({"type": "text", "text":
+    ...}, as the chat format allows), and what is wrong with it (None: nothing)."""
+    if isinstance(content, list):
+        kinds = {part.get("type") if isinstance(part, dict) else None for part in content}
+        if kinds - {"text"}:
+            unsupported = sorted(str(k) for k in kinds - {"text"})
+            return "", f"content parts of type {unsupported}; this check counts text parts only"
+        content = "".join(str(part.get("text") or "") for part in content)
+    if not isinstance(content, str) or not content.strip():
+        return "", "empty or missing 'content'; expected text or a list of text parts"
+    return content, None
+
+
+def _state(path: Path) -> dict[str, Any]:
+    """The saved ids of an earlier submission ({} for none); a damaged file stops everything, so
+    that nothing is uploaded or paid for twice."""
+    if not path.exists():
+        return {}
+    text = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        saved = json.loads(text)
+    except json.JSONDecodeError:
+        saved = None
+    if not isinstance(saved, dict):
+        raise ValueError(
+            f"the job state file {path} is damaged (it holds {text[:80]!r}). It records the ids of "
+            "an upload and a job that may already exist: find them on the OpenAI dashboard "
+            "(Storage > Files, Fine-tuning) and write them back as "
+            '{"sha256": ..., "model": ..., "file_id": ..., "job_id": ...}, or delete the file to '
+            "upload and start a new job"
+        )
+    return saved
 
 
 def submit(client: Any, path: str | Path, model: str, state: str | Path, **job: Any) -> str:
@@ -141,15 +184,14 @@ def submit(client: Any, path: str | Path, model: str, state: str | Path, **job: 
     kept under "earlier"."""
     data, state = Path(path).read_bytes(), Path(state)
     key = {"sha256": hashlib.sha256(data).hexdigest(), "model": model}
-    saved = json.loads(state.read_text(encoding="utf-8")) if state.exists() else {}
+    saved = _state(state)
     if {k: saved.get(k) for k in key} != key:
         earlier = saved.pop("earlier", []) + ([saved] if saved else [])
         saved = {**key, "earlier": earlier}
 
-    def keep(**ids: str) -> None:
+    def keep(**ids: str) -> None:  # written whole: an interruption leaves the earlier state
         saved.update(ids)
-        state.parent.mkdir(parents=True, exist_ok=True)
-        state.write_text(json.dumps(saved, indent=1), encoding="utf-8")
+        paths.write_atomic(state, json.dumps(saved, indent=1))
 
     if "file_id" not in saved:
         keep(file_id=client.files.create(file=(Path(path).name, data), purpose="fine-tune").id)

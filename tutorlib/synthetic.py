@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tutorlib import paths
+
 # The offline stand-in assembles customer-support conversations from the pieces in this JSON file.
 _PIECES = json.loads((Path(__file__).parent / "synthetic_pieces.json").read_text(encoding="utf-8"))
 # Planted flaws, by index modulo 10, so that the filters have known mistakes to catch (an LLM
@@ -68,10 +70,10 @@ def resumable(
     path, done = Path(path), {}
     if not isinstance(n, int) or n < 0:
         raise ValueError(f"n must be a non-negative int, got {n!r}")
-    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    lines = path.read_bytes().splitlines() if path.exists() else []
     for line in lines:
-        try:
-            row = json.loads(line)
+        try:  # a line in another encoding (a row fixed by hand in an editor) is damaged too
+            row = json.loads(line.decode("utf-8"))
             done[int(row["index"])] = row
         except (ValueError, KeyError, TypeError):
             pass
@@ -81,7 +83,8 @@ def resumable(
             f"{path}: {len(lines) - len(done)} damaged line(s) dropped; those rows are made again",
             stacklevel=2,
         )
-        path.write_text("".join(json.dumps(done[i]) + "\n" for i in sorted(done)), encoding="utf-8")
+        kept = "".join(json.dumps(done[i]) + "\n" for i in sorted(done))
+        paths.write_atomic(path, kept)  # whole or not at all: the good rows are never lost
     path.parent.mkdir(parents=True, exist_ok=True)
     failures: list[str] = []
     with path.open("a", encoding="utf-8") as out:
