@@ -13,6 +13,7 @@ SCHEMA = {
     "notebook",
     "profile",
     "model",
+    "stand_in",
     "method",
     "device",
     "dtype",

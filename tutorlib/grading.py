@@ -73,13 +73,8 @@ def _reply_model(rubric: Rubric) -> type[pydantic.BaseModel]:
     return pydantic.create_model(rubric.name, __config__=strict, **fields)
 
 
-# USD per 1M tokens (input, output), as of writing (2025); prices change: see openai.com/api/pricing
-_PRICES = {
-    "gpt-4o": (2.5, 10.0),
-    "gpt-4o-mini": (0.15, 0.6),
-    "gpt-4.1": (2.0, 8.0),
-    "gpt-4": (30.0, 60.0),
-}
+# USD per 1M tokens (input, output), dated in prices.toml; prices change: openai.com/api/pricing
+_PRICES = tomllib.loads(resources.files("tutorlib").joinpath("prices.toml").read_text("utf-8"))
 _OPENAI = "https://api.openai.com/v1"
 _BASE_URLS = ("TUTORLIB_JUDGE_BASE_URL", "OPENAI_BASE_URL")  # the first one set wins
 _COUNTS = {"input_tokens": 0, "output_tokens": 0, "retries": 0, "cached": False}
@@ -168,9 +163,12 @@ class LLMJudge:
         self.label = f"{self.model} (OpenAI)" if on_openai else f"{self.model} @ {host}"
         self.cache = JudgmentCache(cache_dir or paths.cache_dir() / "judgments")
         snapshot = re.sub(r"-\d{4}(-\d\d-\d\d)?$", "", self.model)  # gpt-4o-2024-08-06: gpt-4o
-        self.price = _PRICES.get(snapshot) if on_openai else None
+        price = _PRICES["judge"].get(snapshot) if on_openai else None
+        self.price = None if price is None else tuple(price)
         self.price_note = (
-            "prices as of writing" if self.price else "cost unknown: local or unlisted"
+            f"prices as of {_PRICES['as_of'][:4]}"
+            if self.price
+            else "cost unknown: local or unlisted"
         )
         # A server without authentication ignores the key; the SDK wants one all the same.
         self._client = openai.OpenAI(

@@ -6,23 +6,20 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import tomllib
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from tutorlib import paths
 
 MIN_EXAMPLES = 10  # OpenAI refuses fewer; it reports clear gains from 50-100 well-made examples
-# As of writing (2025), per base model: USD per 1M training tokens, and the most tokens one
-# example may hold (longer ones are cut). Prices change: check openai.com/api/pricing before you
-# rely on them.
-TRAINING = {
-    "gpt-4o-mini-2024-07-18": (3.00, 65_536),
-    "gpt-4.1-nano-2025-04-14": (1.50, 65_536),
-    "gpt-4.1-mini-2025-04-14": (5.00, 65_536),
-    "gpt-4o-2024-08-06": (25.00, 65_536),
-    "gpt-3.5-turbo-0125": (8.00, 16_385),
-}
+# Per base model: USD per 1M training tokens, and the most tokens one example may hold (longer
+# ones are cut); dated in prices.toml (PRICES_AS_OF), since prices change.
+_PRICES = tomllib.loads(resources.files("tutorlib").joinpath("prices.toml").read_text("utf-8"))
+TRAINING = {model: (usd, int(most)) for model, (usd, most) in _PRICES["fine_tuning"].items()}
+PRICES_AS_OF = _PRICES["as_of"]
 _ROLES = ("system", "user", "assistant")
 
 

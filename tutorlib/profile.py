@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import logging
 import os
+import tomllib
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from importlib import resources
 from types import MappingProxyType
 from typing import Any
 
@@ -36,9 +38,9 @@ SPLITS = ("train", "validation", "test")
 
 @dataclass(frozen=True)
 class Sizes:
-    """What one profile imposes: the models it loads ("hub", "smollm2" for the decoders, or
-    "random" stand-ins), examples per split (absent: all), trainer settings (`adapters`: what
-    differs for LoRA runs) and generation settings."""
+    """What one profile imposes (profiles.toml): the models it loads ("hub", "smollm2" for the
+    decoders, or "random" stand-ins), examples per split (absent: all), trainer settings
+    (`adapters`: what differs for LoRA runs) and generation settings."""
 
     models: str
     examples: Mapping[str, int]
@@ -47,58 +49,8 @@ class Sizes:
     adapters: Mapping[str, Any] = field(default_factory=dict)
 
 
-# `smoke`: a short run on short sequences, at a learning rate high enough for a random 64-wide
-# model to learn something in 30 steps, on the CPU in fp32.
-_SMOKE_TRAINING = {
-    "max_steps": 30,
-    "learning_rate": 2e-3,
-    "per_device_train_batch_size": 4,
-    "per_device_eval_batch_size": 4,
-    "gradient_accumulation_steps": 1,
-    "logging_steps": 2,
-    "eval_strategy": "steps",
-    "eval_steps": 10,
-    "save_strategy": "no",
-    "max_length": 384,
-    "use_cpu": True,
-}
-# `cpu`: SmolLM2-135M on a laptop's CPU in fp32, chosen from measurements (benchmarks/README.md,
-# "The cpu profile"): few steps at a learning rate at which the model learns the format, a batch
-# small enough, and activation checkpointing, to keep the process under 3 GB.
-_CPU_TRAINING = {
-    "max_steps": 20,
-    "learning_rate": 1e-4,
-    "lr_scheduler_type": "constant",
-    "warmup_steps": 0,
-    "per_device_train_batch_size": 2,
-    "per_device_eval_batch_size": 4,
-    "gradient_accumulation_steps": 2,
-    "logging_steps": 2,
-    "eval_strategy": "steps",
-    "eval_steps": 10,
-    "save_strategy": "no",
-    "max_length": 384,
-    "activation_checkpointing": True,
-    "use_cpu": True,
-}
-SIZES = {
-    "full": Sizes(
-        models="hub", examples={}, training={}, generation={"max_new_tokens": 100, "batch_size": 8}
-    ),
-    "cpu": Sizes(
-        models="smollm2",
-        examples={"train": 100, "validation": 20, "test": 40},
-        training=_CPU_TRAINING,
-        generation={"max_new_tokens": 60, "batch_size": 8},
-        adapters={"learning_rate": 5e-4},
-    ),
-    "smoke": Sizes(
-        models="random",
-        examples={"train": 32, "validation": 8, "test": 4},
-        training=_SMOKE_TRAINING,
-        generation={"max_new_tokens": 24, "batch_size": 4},
-    ),
-}
+_TABLE = resources.files("tutorlib").joinpath("profiles.toml").read_text(encoding="utf-8")
+SIZES = {name: Sizes(**sizes) for name, sizes in tomllib.loads(_TABLE).items()}
 PROFILES = tuple(SIZES)
 
 
