@@ -1,4 +1,4 @@
-"""TWEETSUMM, DialogSum and SAMSum in one shape (DESIGN.md "Data records"): `load(name, source)`.
+"""TWEETSUMM, DialogSum and SAMSum in one shape (ARCHITECTURE.md, "Data records").
 
 Train/validation: one row per reference summary, id `<dialogue id>#<k>` (k counts the released
 references from 1); test: one row per dialogue, its first reference as `summary`. TWEETSUMM tweets

@@ -123,7 +123,7 @@ def untie_t5_head(model: Any) -> Any:
 def plain_falcon_linears(active: bool):
     """Build Falcon's projections as plain nn.Linear, so that bitsandbytes can quantize them.
 
-    transformers 5.23 quantizes only modules whose type is exactly nn.Linear; Falcon builds its four
+    transformers 5 quantizes only modules whose type is exactly nn.Linear; Falcon builds its four
     projections from the subclass FalconLinear (the same x @ W.T + b), so without this a 4- or 8-bit
     load of Falcon silently keeps every layer in 16 bits.
     """

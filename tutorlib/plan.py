@@ -1,17 +1,6 @@
-"""The run plan: everything one training run needs, resolved once, with one precedence.
-
-`profile.plan("distilgpt2", "lora", max_steps=200)` returns a frozen `Plan`: the registry entry, the
-checkpoint to load, the dtype, the document's LoRA and quantization settings, and the trainer
-arguments merged from four sources, a later one winning:
-
-    course < document < profile < notebook
-
-`course` is what every run of this course sets whatever the document said; `document` is the
-registry's copy of the document's settings (`models.Spec.training`, plus `lora_training` for
-adapter runs); `profile` is precision and the profile's sizes; `notebook` is the caller's own
-keyword arguments. Notebooks build `SFTConfig(**plan.args)` (or `Seq2SeqTrainingArguments`,
-`DPOConfig`) in plain sight; shown in a notebook, a plan is a table of each setting and its source.
-"""
+"""The run plan (ARCHITECTURE.md, "The run plan"): everything one training run needs, resolved
+once from four sources with one precedence, a later source winning:
+course < document < profile < notebook."""
 
 from __future__ import annotations
 
@@ -139,7 +128,8 @@ def _lora(spec: models.Spec, profile: Profile, sources: dict[str, str]) -> dict[
     lora = dict(spec.lora)
     sources |= dict.fromkeys((f"lora.{k}" for k in lora), "document")
     targets = lora.get("target_modules")
-    if targets and profile.sizes.models == "smollm2" and spec.family != "llama":
+    on_smollm2 = profile.sizes.models == "smollm2" and not spec.seq2seq  # T5 keeps a stand-in
+    if targets and on_smollm2 and spec.family != "llama":
         lora["target_modules"] = models.llama_targets(targets)
         sources["lora.target_modules"] = "profile"
     return lora

@@ -1,17 +1,8 @@
 """How big everything is: the `full`, `cpu` and `smoke` profiles, chosen once per notebook.
 
 A notebook calls `detect()` once and then asks the profile for names and sizes instead of branching
-on where it runs. `detect()` reads every `TUTORLIB_*` setting it needs at that moment and returns a
-frozen `Profile`; nothing is written back to the environment. `profile.plan(model, method)` resolves
-everything one training run needs (ARCHITECTURE.md, "The run plan").
-
-- `full`: the documents' setting, real hub models and data on a CUDA GPU. `TUTORLIB_MAX_STEPS` caps
-  training steps and `TUTORLIB_MAX_EXAMPLES` test examples and batch sizes (`make full-check` runs
-  `full` on a CPU that way).
-- `cpu`: no GPU, a learner's laptop: a real small pretrained model, SmolLM2-135M-Instruct, plays
-  every decoder model, on the bundled data, for a few dozen steps (FLAN-T5 keeps a stand-in).
-- `smoke`: tests and CI: tiny random stand-ins built locally, the bundled samples' first rows and
-  a few steps. Its numbers prove that the pipes connect, nothing more.
+on where it runs (ARCHITECTURE.md, "Profiles"; the sizes are in profiles.toml). `detect()` reads
+the `TUTORLIB_*` settings once and writes nothing back to the environment.
 """
 
 from __future__ import annotations

@@ -1,11 +1,7 @@
-"""The few lines notebooks 01-03 show once in plain sight, written once for their later repetitions.
-
-Notebook 01 builds `SFTConfig` and `SFTTrainer` in its own cells, and notebook 03 builds
-`LoraConfig`, `BitsAndBytesConfig`, the quantized `from_pretrained`,
-`prepare_model_for_kbit_training` and `get_peft_model`. `finetune()` repeats exactly those steps
-with the registry's document settings and the profile's sizes, so a later cell can train another
-configuration in one line. `Run` is what a training run cost: wall time, peak memory, parameter
-counts and the loss log.
+"""The steps notebooks 01 and 03 show once in plain sight (`SFTConfig`, `SFTTrainer`, `LoraConfig`,
+`BitsAndBytesConfig`, the quantized `from_pretrained`, `prepare_model_for_kbit_training`,
+`get_peft_model`), written once for later cells: `finetune(plan, ...)` trains as a run plan says.
+`Run` is what a run cost: wall time, peak memory, parameter counts and the loss log.
 """
 
 from __future__ import annotations
