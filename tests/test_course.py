@@ -66,9 +66,13 @@ def test_model_names_come_from_hub_ids_and_stand_in_folders(lesson):
     class Fake:
         name_or_path = "meta-llama/Llama-2-7b-hf"
 
-    assert course._model_name(Fake()) == "llama-2-7b"
+    assert course._model_name(Fake(), "Base") == "llama-2-7b"
     Fake.name_or_path = lesson.profile.checkpoint("phi-2")
-    assert course._model_name(Fake()) == "phi-2"
+    assert course._model_name(Fake(), "Base") == "phi-2"
+    Fake.name_or_path = "/cache/smollm2-135m-instruct-q4_1-fp32"  # cpu: one model plays them all
+    assert course._model_name(Fake(), "Llama-2-7B base") == "llama-2-7b"
+    assert course._model_name(Fake(), "Human summary") == "smollm2-135m-instruct-q4_1-fp32"
+    assert course._model_name(Fake(), "Phi-2 base (4-bit)") == "phi-2"
 
 
 def test_a_rouge_lesson_scores_against_the_references_and_records_intervals(test_split):

@@ -307,15 +307,15 @@ def test_side_by_side_shows_the_documents_numbers_and_leaves_missing_runs_empty(
     header = "this run (smoke, cuda (Tesla V100-SXM2-16GB), judge: offline proxy)"
     table1 = results.side_by_side("000", "Table 1", records).set_index(["configuration", "metric"])
     assert list(table1.columns) == ["unit", "document", header]
-    assert table1.loc[("DistilGPT2 LoRA", "total"), "document"] == 58
+    assert table1.loc[("DistilGPT2 LoRA", "total"), "document"] == "58"
     assert table1.loc[("DistilGPT2 LoRA", "total"), header] == 58
     assert table1.loc[("DistilGPT2 LoRA", "train_minutes"), header] == pytest.approx(6.9)
-    assert table1.loc[("DistilGPT2 QLoRA", "total"), "document"] == 52
+    assert table1.loc[("DistilGPT2 QLoRA", "total"), "document"] == "52"
     assert table1.loc[("DistilGPT2 QLoRA", "total"), header] == ""  # no record: empty, not zero
     table2 = results.side_by_side("000", "Table 2", records).set_index(["configuration", "metric"])
     assert table2.loc[("Llama-2-7B full fine-tune", "total"), "document"] == "failed (OOM)"
     assert table2.loc[("Llama-2-7B full fine-tune", "total"), header] == "failed (OOM)"
-    assert table2.loc[("Llama-2-7B LoRA", "total"), "document"] == 131
+    assert table2.loc[("Llama-2-7B LoRA", "total"), "document"] == "131"
     assert table2.loc[("Llama-2-7B LoRA", "total"), header] == ""
 
 

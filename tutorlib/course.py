@@ -103,7 +103,7 @@ class Lesson:
             {"id": i, "dialogue": d, "summary": s, "references": r}
             for i, d, s, r in zip(*columns, strict=True)
         ]
-        name = trained.model_name if trained else _model_name(model)
+        name = trained.model_name if trained else _model_name(model, configuration)
         method = trained.method if trained else "base"
         return self.grade(items, configuration, model=name, method=method, trained=trained)
 
@@ -222,10 +222,13 @@ class Lesson:
 _ROUGE_COLUMNS = [("", "score"), ("_low", "low"), ("_high", "high")]
 
 
-def _model_name(model: Any) -> str:
-    """The registry name of a loaded model: from its hub id, or from a stand-in folder's name."""
+def _model_name(model: Any, configuration: str) -> str:
+    """The registry name of a loaded model: from its hub id or stand-in folder; else (SmolLM2,
+    which plays every decoder under `cpu`) from the configuration's name, "Llama-2-7B base"."""
     path = str(getattr(model, "name_or_path", "")).rstrip("/")
     for spec in models.MODELS.values():
         if path in (spec.hub_id, spec.name) or Path(path).name.startswith(f"{spec.name}-"):
             return spec.name
-    return Path(path).name or "unknown"
+    plain = re.sub(r"[^a-z0-9]", "", configuration.lower())
+    named = [n for n in models.MODELS if plain.startswith(re.sub(r"[^a-z0-9]", "", n))]
+    return max(named, key=len) if named else Path(path).name or "unknown"

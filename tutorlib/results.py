@@ -271,7 +271,8 @@ def side_by_side(document: str, table: str, records: Sequence[Mapping[str, Any]]
     for ref in reference(document, table).itertuples():
         rec = by_configuration.get(ref.configuration)
         ours = "" if rec is None else failure(rec) or _measured(rec, ref.metric)
-        published = (ref.note or "not published") if pd.isna(ref.value) else ref.value
+        # 2e-4 beside 85,000,000: written out, so that pandas does not print them as 2e+00
+        published = (ref.note or "not published") if pd.isna(ref.value) else f"{ref.value:,.10g}"
         rows.append([ref.configuration, ref.metric, ref.unit, published, ours])
     return pd.DataFrame(
         rows, columns=["configuration", "metric", "unit", "document", _run_label(records)]
