@@ -22,6 +22,7 @@ _INDEX_RE = re.compile(f"{INDEX_START}.*?{INDEX_END}", re.DOTALL)
 _TABLE_HEAD = (
     "| # | notebook | GPU under `full` | time under `full` | open |\n|---|---|---|---|---|"
 )
+_BADGE_SVG = "https://colab.research.google.com/assets/colab-badge.svg"
 _BADGE_RE = re.compile(r"\[!\[Open In Colab\]\([^)]*\)\]\([^)]*\)")
 _REPO_LINE_RE = re.compile(r'^REPO = "[^"]*"', re.MULTILINE)
 SETUP_CELL = """\
@@ -139,9 +140,7 @@ def _index(args: argparse.Namespace) -> int:
     colab = "https://colab.research.google.com/github/" + repo.split("github.com/")[-1]
     for path in course_notebooks():
         nb, url = nbformat.read(path, as_version=4), f"{colab}/blob/main/notebooks/{path.name}"
-        badge = (
-            f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({url})"
-        )
+        badge = f"[![Open In Colab]({_BADGE_SVG})]({url})"
         for cell in (c for c in nb.cells if c.cell_type == "markdown"):
             cell.source = _BADGE_RE.sub(lambda _, badge=badge: badge, cell.source)
         code = next((i for i, c in enumerate(nb.cells) if c.cell_type == "code"), len(nb.cells))

@@ -1,8 +1,5 @@
-"""One `Lesson` per notebook holds the profile, judge, template and rubric: evaluating is one call.
-
-`lesson.evaluate(model, tokenizer, test, "DistilGPT2 LoRA", trained=run)` summarizes the test
-dialogues, grades them, prints how, and writes the results record behind the tables and figures.
-"""
+"""One `Lesson` per notebook holds the profile, judge, template and rubric: evaluating is one call,
+`lesson.evaluate(model, tokenizer, test, "DistilGPT2 LoRA", trained=run)`."""
 
 from __future__ import annotations
 
@@ -20,17 +17,12 @@ from tutorlib.profile import Profile
 from tutorlib.templates import TEMPLATES, Template
 
 # Which notebook records each TWEETSUMM configuration, so a table can say where a gap comes from.
-PRODUCERS = {
-    "Human reference (leave-one-out)": "01",
-    "DistilGPT2 base": "01",
-    "DistilGPT2 full fine-tune": "01",
-    "Llama-2-7B base": "02",
-    "Llama-2-7B full fine-tune": "02",
-    "DistilGPT2 LoRA": "03",
-    "DistilGPT2 QLoRA": "03",
-    "Llama-2-7B LoRA": "03",
-    "Llama-2-7B QLoRA": "03",
+_MADE_IN = {
+    "01": ["Human reference (leave-one-out)", "DistilGPT2 base", "DistilGPT2 full fine-tune"],
+    "02": ["Llama-2-7B base", "Llama-2-7B full fine-tune"],
+    "03": ["DistilGPT2 LoRA", "DistilGPT2 QLoRA", "Llama-2-7B LoRA", "Llama-2-7B QLoRA"],
 }
+PRODUCERS = {name: notebook for notebook, names in _MADE_IN.items() for name in names}
 
 
 @dataclass
@@ -44,8 +36,7 @@ class Evaluation:
     record: Path
 
     def table(self) -> pd.DataFrame:
-        """Points per criterion and in total out of the graded maximum;
-        or ROUGE with 95 % intervals."""
+        """Points per criterion and in total out of the graded maximum, or ROUGE with 95 % CIs."""
         t = self.totals
         if "rouge" in t:
             label = f"{self.configuration} · {len(self.summaries)} summaries"
@@ -73,9 +64,8 @@ class Lesson:
         """`rubric` names a `grading.RUBRICS` entry graded by `judge` (default: `choose_judge()`),
         or is "rouge": ROUGE against the references, with bootstrap intervals, and no judge."""
         if isinstance(template, str) and template not in TEMPLATES:
-            raise ValueError(
-                f"unknown template {template!r}; expected one of: {', '.join(TEMPLATES)}"
-            )
+            known = ", ".join(TEMPLATES)
+            raise ValueError(f"unknown template {template!r}; expected one of: {known}")
         if rubric != "rouge" and rubric not in grading.RUBRICS:
             known = ", ".join([*grading.RUBRICS, "rouge"])
             raise ValueError(f"unknown rubric {rubric!r}; expected one of: {known}")
@@ -109,10 +99,8 @@ class Lesson:
 
     def references(self, test: Any) -> Evaluation:
         """Grade each dialogue's first human summary against its other ones: the judge's ceiling.
-
-        The offline proxy compares with references, so for it a dialogue with a single reference
-        is a failed judgment (counted, not zero); an LLM judge grades against the dialogue itself.
-        """
+        The offline proxy compares with references, so for it a dialogue with a single reference is
+        a failed judgment (counted, not zero); an LLM judge grades against the dialogue itself."""
         items = [
             {"id": i, "dialogue": d, "summary": r[0] if r else "", "references": r[1:]}
             for i, d, r in zip(test["id"], test["dialogue"], test["references"], strict=True)
@@ -130,35 +118,25 @@ class Lesson:
         self, items: list[dict], configuration: str, *, model: str, method: str, trained: Any = None
     ) -> Evaluation:
         """Score summaries made elsewhere (items: id, dialogue, summary, references) and record."""
+        summaries = [i["summary"] for i in items]
         if self.rubric == "rouge":
-            table = metrics.rouge_with_ci(
-                [i["summary"] for i in items], [i["references"] for i in items]
-            )
+            table = metrics.rouge_with_ci(summaries, [i["references"] for i in items])
             grades, totals = table, {"rouge": table, "judge": metrics.JUDGE}
-            scores = {f"{k}{end}": v for end, col in _ROUGE_COLUMNS for k, v in table[col].items()}
+            ends = {"score": "", "low": "_low", "high": "_high"}
+            scores = {f"{k}{ends[col]}": v for col in ends for k, v in table[col].items()}
         else:
             grades = grading.grade_many(self.judge, self.rubric, items)
             totals = grading.summarize_grades(grades, self.rubric)
             print(grading.report(totals))
             counts = {k: totals[k] for k in ("total", "max_total", "graded", "failed")}
             scores = {**totals["criteria"], **counts}
-        extra: dict[str, Any] = {"test_examples": len(items)}
+        fields: dict[str, Any] = {"judge": totals["judge"], "test_examples": len(items)}
         if trained is not None:
-            extra |= {
-                "trainable_params": trained.trainable_params,
-                "total_params": trained.total_params,
-            }
-        usage = trained.usage if trained is not None else None
-        path = self.record(
-            configuration,
-            model=model,
-            method=method,
-            scores=scores,
-            usage=usage,
-            judge=totals["judge"],
-            **extra,
-        )
-        return Evaluation(configuration, [i["summary"] for i in items], grades, totals, path)
+            fields["usage"] = trained.usage
+            fields["trainable_params"] = trained.trainable_params
+            fields["total_params"] = trained.total_params
+        path = self.record(configuration, model=model, method=method, scores=scores, **fields)
+        return Evaluation(configuration, summaries, grades, totals, path)
 
     def record(
         self,
@@ -172,18 +150,10 @@ class Lesson:
         **extra: Any,
     ) -> Path:
         """Write this configuration's results record; `usage` is a `memory.Usage` (time, peak)."""
-        run = {}
-        if usage is not None:
-            run = {
-                "train_seconds": usage.seconds,
-                "peak_memory_mb": usage.peak_mb,
-                "memory_kind": usage.kind,
-            }
-        secrets = [s for s in [getattr(self.judge, "api_key", None)] if s]
         return results.record(
             self._experiment(configuration),
             profile=self.profile,
-            secrets=secrets,
+            secrets=[getattr(self.judge, "api_key", None)],
             notebook=self.notebook,
             model=model,
             stand_in=self.profile.stand_in(model) if model in models.MODELS else None,
@@ -191,7 +161,9 @@ class Lesson:
             scores=scores,
             judge=judge,
             extra={"configuration": configuration, **extra},
-            **run,
+            train_seconds=usage.seconds if usage else None,
+            peak_memory_mb=usage.peak_mb if usage else None,
+            memory_kind=usage.kind if usage else None,
         )
 
     def _experiment(self, configuration: str) -> str:
@@ -217,9 +189,6 @@ class Lesson:
         """The newest record of each configuration; missing ones are named with the notebook that
         makes them."""
         return results.latest(self.profile.name, configurations, producers=PRODUCERS)
-
-
-_ROUGE_COLUMNS = [("", "score"), ("_low", "low"), ("_high", "high")]
 
 
 def _model_name(model: Any, configuration: str) -> str:

@@ -1,10 +1,9 @@
-"""TWEETSUMM, DialogSum and SAMSum in one shape (ARCHITECTURE.md, "Data records").
+"""TWEETSUMM, DialogSum and SAMSum in one shape (ARCHITECTURE.md, "Data records"); a train or
+validation row's id is `<dialogue id>#<k>`, k counting the released references from 1.
 
-Train/validation: one row per reference summary, id `<dialogue id>#<k>` (k counts the released
-references from 1); test: one row per dialogue, its first reference as `summary`. TWEETSUMM tweets
-lose links, @handles and HTML entities, speakers become Customer / Agent; the authors' annotations
-are joined to the Kaggle `twcs.csv` beside them, turns ordered by `created_at`. The TWEETSUMM hub
-copy has one summary."""
+TWEETSUMM tweets lose links, @handles and HTML entities, speakers become Customer / Agent; the
+authors' annotations are joined to the Kaggle `twcs.csv` beside them, turns ordered by
+`created_at`. The TWEETSUMM hub copy has one summary."""
 
 from __future__ import annotations
 
@@ -67,16 +66,14 @@ def load(name: str, source: str | os.PathLike | None = None, *, profile: Any = N
         full = getattr(profile, "name", None) == "full"
         source = HUB_IDS[key] if full else paths.data_dir() / key
     path = Path(source).expanduser()
-    if path.exists():
+    local = path.exists()
+    hub_id = isinstance(source, str) and _HUB_ID.fullmatch(source) is not None
+    if local:
         raw = {
             split: [(str(f), _read(f)) for f in files]
             for split, files in _split_files(path).items()
         }
-    elif (
-        isinstance(source, str)
-        and _HUB_ID.fullmatch(source)
-        and path.suffix.lower() not in _SUFFIXES
-    ):
+    elif hub_id and path.suffix.lower() not in _SUFFIXES:
         raw = {}
         for s, ds in load_dataset(source).items():  # splits of other names are ignored
             if split := _SPLIT_NAMES.get(s.lower()):
@@ -89,9 +86,8 @@ def load(name: str, source: str | os.PathLike | None = None, *, profile: Any = N
     out: dict[str, list] = {split: [] for split in SPLITS}
     for split, sources in raw.items():
         for origin, records in sources:
-            out[split] += _rows(
-                _dialogs(origin, records, tweets, merge=not path.exists()), split, origin
-            )
+            dialogs = _dialogs(origin, records, tweets, merge=not local)
+            out[split] += _rows(dialogs, split, origin)
     # Column-wise so that an empty split still has the full schema.
     columns = {split: {c: [r[c] for r in rows] for c in FEATURES} for split, rows in out.items()}
     return DatasetDict(
@@ -113,19 +109,13 @@ def _split_files(path: Path) -> dict[str, list[Path]]:
     for f in sorted(path.rglob("*")):
         # such as .ipynb_checkpoints
         hidden = any(part.startswith(".") for part in f.relative_to(path).parts)
-        if (
-            f.is_file()
-            and f.suffix.lower() in _SUFFIXES
-            and not hidden
-            and (split := _split_of(f.name))
-        ):
+        split = _split_of(f.name)
+        if split and f.is_file() and f.suffix.lower() in _SUFFIXES and not hidden:
             found.setdefault(split, []).append(f)
     if missing := [s for s in SPLITS if s not in found]:
-        expected = (
-            ".json, .jsonl or .parquet files named after their split, e.g. dialogsum.dev.jsonl"
-        )
         raise FileNotFoundError(
-            f"{path} has no file for the {'/'.join(missing)} split; expected {expected}"
+            f"{path} has no file for the {'/'.join(missing)} split; expected .json, .jsonl or "
+            ".parquet files named after their split, e.g. dialogsum.dev.jsonl"
         )
     return found
 
@@ -262,10 +252,8 @@ def _plain(rec: Mapping[str, Any], tweets: dict | None) -> tuple:
             plain if tweets is None else _speakers((_is_agent(role), text) for role, text in turns)
         )
     else:  # SAMSum joins turns with \r\n; blank lines carry nothing
-        lines = (" ".join(line.split()) for line in re.split(r"\r\n|\r|\n", value))
-        dialogue = "\n".join(
-            x for x in (y if tweets is None else _clean_tweet(y) for y in lines) if x
-        )
+        clean = _text if tweets is None else _clean_tweet
+        dialogue = "\n".join(x for x in map(clean, re.split(r"\r\n|\r|\n", value)) if x)
     numbered = sorted((k for k in rec if re.fullmatch(r"summary\d+", k)), key=lambda k: int(k[7:]))
     if numbered:
         refs = [_text(rec[k]) for k in numbered]
@@ -327,11 +315,9 @@ def _tweets_for(raw: Mapping[str, list[tuple[str, list]]]) -> dict[str, tuple]:
             agent = {"false": True, "true": False}[(row["inbound"] or "").strip().lower()]
             created = datetime.strptime(row["created_at"] or "", _TWCS_TIME)
         except (KeyError, ValueError):
-            expected = (
-                "'inbound' True or False and 'created_at' like 'Tue Oct 31 22:10:47 +0000 2017'"
-            )
             raise ValueError(
-                f"{csv_path}, line {reader.line_num}: expected {expected}, got {row}"
+                f"{csv_path}, line {reader.line_num}: expected 'inbound' True or False and "
+                f"'created_at' like 'Tue Oct 31 22:10:47 +0000 2017', got {row}"
             ) from None
         found[row["tweet_id"]] = (agent, created, row["text"])
         if len(found) == len(wanted):

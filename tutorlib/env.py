@@ -1,8 +1,5 @@
-"""What the course reads from outside its own code: secrets and library versions. Torch-free.
-
-The judge and the results records need both, and neither should pull in torch to get them, so they
-live here rather than in `profile`. Nothing here writes to `os.environ`.
-"""
+"""Secrets and library versions, torch-free: the judge and the results records need both without
+loading torch, so they live here rather than in `profile`. Nothing here writes to `os.environ`."""
 
 from __future__ import annotations
 
@@ -10,23 +7,13 @@ import os
 from importlib import metadata
 
 # The libraries whose behaviour the course depends on; the first six go on the environment card.
-LIBRARIES = (
-    "torch",
-    "transformers",
-    "trl",
-    "peft",
-    "bitsandbytes",
-    "datasets",
-    "accelerate",
-    "openai",
-)
+_ON_CARD = ("torch", "transformers", "trl", "peft", "bitsandbytes", "datasets")
+LIBRARIES = (*_ON_CARD, "accelerate", "openai")
 
 
 def secret(name: str) -> str | None:
-    """A secret from the environment, else from Colab's Secrets panel; blank counts as absent.
-
-    The value is returned to the caller only: never printed, logged or written anywhere here.
-    """
+    """A secret from the environment, else from Colab's Secrets panel; blank counts as absent. The
+    value is returned to the caller only: never printed, logged or written anywhere here."""
     value = os.environ.get(name, "").strip()
     if not value:
         try:  # Colab keeps secrets out of the environment until a notebook asks for them

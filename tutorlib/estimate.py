@@ -1,8 +1,5 @@
-"""Estimating training memory before loading anything, with the arithmetic shown (`explain()`).
-
-`memory.estimate` is this module's `estimate`; `memory` itself measures, caps and frees memory.
-Sizes in GB are 2**30 bytes.
-"""
+"""Training memory estimated before loading anything, with the arithmetic shown (`explain()`);
+notebooks call it as `memory.estimate`. Sizes in GB are 2**30 bytes."""
 
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -12,6 +9,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoConfig, BitsAndBytesConfig, PretrainedConfig
 from transformers.integrations import replace_with_bnb_linear
+from transformers.pytorch_utils import Conv1D
 from transformers.quantizers.base import HfQuantizer
 
 from tutorlib import models
@@ -72,10 +70,8 @@ def estimate(
         )
     meta = None if cfg is None else models.on_meta(cfg)
     params = model if meta is None else sum(p.numel() for p in meta.parameters())
-    checkpointing = "on" if on else "off"
-    notes = [
-        f"batch {batch_size} × {seq_len} tokens, {dname} weights, checkpointing {checkpointing}"
-    ]
+    batch = f"batch {batch_size} × {seq_len} tokens"
+    notes = [f"{batch}, {dname} weights, checkpointing {'on' if on else 'off'}"]
     if method == "full":
         trainable, adapters = params, None
         terms = _full_terms(params, w, state, dname)
@@ -143,8 +139,8 @@ def _resolve(model: Any) -> tuple[str, PretrainedConfig | None, Any]:
     """(a name for the title, the config or None, the registry entry of its family or None)."""
     if isinstance(model, PretrainedConfig) or (Path(str(model)) / "config.json").is_file():
         cfg = model if isinstance(model, PretrainedConfig) else AutoConfig.from_pretrained(model)
-        family = [s for s in models.MODELS.values() if s.family == cfg.model_type]
-        return Path(cfg.name_or_path).name or cfg.model_type, cfg, (family or [None])[0]
+        family = next((s for s in models.MODELS.values() if s.family == cfg.model_type), None)
+        return Path(cfg.name_or_path).name or cfg.model_type, cfg, family
     if isinstance(model, str):
         spec = models.spec(model)  # a ValueError naming the course's models
         return spec.name, models.config(spec.name), spec
@@ -163,8 +159,6 @@ def _activation_terms(
     and the adapters keep `adapters` bytes a token. Checkpointing keeps 2sbh per block; backward
     then holds the larger of one recomputed block and the fp32 logits (freed before the blocks'
     backward), as benchmarks/memory_accounting.py measured."""
-    from transformers.pytorch_utils import Conv1D
-
     block = next(m for m in meta.modules() if isinstance(m, torch.nn.ModuleList))[0]
     linears = [m for m in block.modules() if isinstance(m, (torch.nn.Linear, Conv1D))]
     widths = [m.nf if isinstance(m, Conv1D) else m.out_features for m in linears]
@@ -194,12 +188,10 @@ def _quantized_terms(meta: Any, method: str, params: int) -> tuple[list, list[st
     """The frozen base as transformers' own bitsandbytes call would quantize it, and notes."""
     eight = method == "lora-8bit"
     skip = HfQuantizer.get_modules_to_not_convert(meta, None, meta._keep_in_fp32_modules)
-    replace_with_bnb_linear(
-        meta, skip, BitsAndBytesConfig(load_in_8bit=eight, load_in_4bit=not eight)
-    )
-    shapes = [
-        (m.in_features, m.out_features) for m in meta.modules() if "bitsandbytes" in str(type(m))
-    ]
+    bnb = BitsAndBytesConfig(load_in_8bit=eight, load_in_4bit=not eight)
+    replace_with_bnb_linear(meta, skip, bnb)
+    quantized = [m for m in meta.modules() if "bitsandbytes" in str(type(m))]
+    shapes = [(m.in_features, m.out_features) for m in quantized]
     q = sum(a * b for a, b in shapes)
     # int8: one fp32 scale per output row; nf4: one fp32 absmax per 64 weights, rounded up per
     # tensor, and the tensor's own copy of the 16 NF4 levels (bitsandbytes' `code`)

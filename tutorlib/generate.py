@@ -21,7 +21,12 @@ def summarize(
     """One summary per prompt, in order (`template`: a `templates.Template`; `kwargs` go to
     `generate`). A prompt too long for the model's context with `max_new_tokens` loses its
     beginning, never its summary header."""
-    _check(prompts, batch_size)
+    if isinstance(prompts, str) or batch_size < 1:
+        got = type(prompts).__name__
+        raise ValueError(f"expected a list of prompts and batch_size >= 1, got {got}")
+    if empty := [i for i, p in enumerate(prompts) if not isinstance(p, str) or not p.strip()]:
+        why = "are empty or not text; expected a non-empty prompt each"
+        raise ValueError(f"prompts at index {empty} {why}")
     if not prompts:
         return []
     seq2seq = bool(model.config.is_encoder_decoder)
@@ -56,15 +61,6 @@ def summarize(
         tokenizer.padding_side, tokenizer.truncation_side = saved
         model.train(was_training)
     return outputs
-
-
-def _check(prompts: Any, batch_size: int) -> None:
-    if isinstance(prompts, str) or batch_size < 1:
-        got = type(prompts).__name__
-        raise ValueError(f"expected a list of prompts and batch_size >= 1, got {got}")
-    if empty := [i for i, p in enumerate(prompts) if not isinstance(p, str) or not p.strip()]:
-        why = "are empty or not text; expected a non-empty prompt each"
-        raise ValueError(f"prompts at index {empty} {why}")
 
 
 def _prompt_limit(

@@ -62,12 +62,11 @@ def _rubric(rubric: Rubric | str) -> Rubric:
 
 
 def _reply_model(rubric: Rubric) -> type[pydantic.BaseModel]:
-    """Reply shape: per criterion a reason (first, so the model states its grounds) and a score."""
-    # additionalProperties false, as strict mode requires
+    """Reply shape: per criterion a reason (first, so the model states its grounds) and a score (an
+    integer `enum` in the JSON schema); `additionalProperties` false, as strict mode requires."""
     strict = pydantic.ConfigDict(extra="forbid")
     fields: dict[str, Any] = {}
     for c in rubric.criteria:
-        # an integer `enum` in the JSON schema
         score = Literal[tuple(range(c.scale[0], c.scale[1] + 1))]
         fields[c.name] = pydantic.create_model(c.name, __config__=strict, reason=str, score=score)
     return pydantic.create_model(rubric.name, __config__=strict, **fields)
@@ -165,11 +164,9 @@ class LLMJudge:
         snapshot = re.sub(r"-\d{4}(-\d\d-\d\d)?$", "", self.model)  # gpt-4o-2024-08-06: gpt-4o
         price = _PRICES["judge"].get(snapshot) if on_openai else None
         self.price = None if price is None else tuple(price)
-        self.price_note = (
-            f"prices as of {_PRICES['as_of'][:4]}"
-            if self.price
-            else "cost unknown: local or unlisted"
-        )
+        self.price_note = "cost unknown: local or unlisted"
+        if self.price:
+            self.price_note = f"prices as of {_PRICES['as_of'][:4]}"
         # A server without authentication ignores the key; the SDK wants one all the same.
         self._client = openai.OpenAI(
             api_key=self.api_key or "none",
@@ -187,7 +184,7 @@ class LLMJudge:
         key = hashlib.sha256(fields.encode()).hexdigest()
         if (kept := self.cache.get(key)) is not None:
             return {**kept, "cached": True}
-        result = self._ask(rubric, messages(_rubric(rubric), dialogue, summary))
+        result = self._ask(rubric, messages(rubric, dialogue, summary))
         if not result["failed"]:
             scores = {k: v for k, v in result.items() if k not in _COUNTS}
             self.cache.put(key, scores)

@@ -104,15 +104,11 @@ def storages(model: Any, optimizer: Any = None) -> dict[str, dict[tuple, int]]:
     state), gradients, optimizer state. A storage shared by tied or viewed tensors counts once."""
     params = list(model.parameters())
     quant = [q for p in params if (q := getattr(p, "quant_state", None))]  # 4-bit layers
-    # 8-bit: SCB on the weight
-    owners = params + quant + [getattr(q, "state2", None) for q in quant]
+    owners = params + quant + [getattr(q, "state2", None) for q in quant]  # 8-bit: SCB on a weight
     consts = [getattr(x, a, None) for x in owners for a in ("SCB", "absmax", "code", "offset")]
+    grads = [p.grad for p in params]
     states = [v for s in getattr(optimizer, "state", {}).values() for v in s.values()]
-    groups = {
-        "weights": params + consts,
-        "gradients": [p.grad for p in params],
-        "optimizer": states,
-    }
+    groups = {"weights": params + consts, "gradients": grads, "optimizer": states}
     out, seen = {}, set()
     for group, tensors in groups.items():
         out[group] = {}

@@ -1,8 +1,6 @@
-"""ROUGE F1 via the rouge-score package, best of several references, with bootstrap CIs.
-
-Not `evaluate.load`, which needs the hub. `sentences` is the package's one sentence splitter:
-ROUGE-Lsum and the two-sentence criterion both use it.
-"""
+"""ROUGE F1 via rouge-score (not `evaluate.load`: ARCHITECTURE.md), best of several references, with
+bootstrap CIs. `sentences` is the package's one sentence splitter: ROUGE-Lsum and the two-sentence
+criterion both use it."""
 
 from __future__ import annotations
 

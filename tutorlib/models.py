@@ -1,10 +1,8 @@
-"""The one registry of the course's models (the table in models.toml) and what is built from it.
+"""The course's one model registry, the table in models.toml (ARCHITECTURE.md, "The layers").
 
-`profile`, `tiny`, `estimate` and the run plan all read this registry, so what the course knows
-about a model lives in one place. `config` is the real architecture (the values of the model's
-`config.json` on the hub), so `on_meta(name)` builds the real model on PyTorch's meta device (exact
-parameter counts, no memory, no download). A stand-in is the same config with the `tiny` sizes.
-"""
+`config` is the real architecture (the values of the model's `config.json` on the hub), so
+`on_meta(name)` builds the real model on PyTorch's meta device (exact parameter counts, no memory,
+no download). A stand-in is the same config with the `tiny` sizes."""
 
 from __future__ import annotations
 
@@ -121,12 +119,9 @@ def untie_t5_head(model: Any) -> Any:
 
 @contextmanager
 def plain_falcon_linears(active: bool):
-    """Build Falcon's projections as plain nn.Linear, so that bitsandbytes can quantize them.
-
-    transformers 5 quantizes only modules whose type is exactly nn.Linear; Falcon builds its four
-    projections from the subclass FalconLinear (the same x @ W.T + b), so without this a 4- or 8-bit
-    load of Falcon silently keeps every layer in 16 bits.
-    """
+    """While `active`, build Falcon's four projections as plain nn.Linear (FalconLinear computes the
+    same x @ W.T + b), so that a 4- or 8-bit load quantizes them instead of silently keeping them in
+    16 bits (ARCHITECTURE.md, "Porting")."""
     import torch
     from transformers.models.falcon import modeling_falcon
 

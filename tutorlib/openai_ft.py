@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import statistics
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -47,8 +48,7 @@ class Report:
 
     path: Path
     model: str
-    # one count per valid example, as OpenAI would bill it
-    tokens: list[int] = field(default_factory=list)
+    tokens: list[int] = field(default_factory=list)  # per valid example, as OpenAI would bill it
     problems: list[tuple[int, str]] = field(default_factory=list)
     approximate: bool = False  # no tiktoken encoding here: 4 characters counted as a token
 
@@ -66,21 +66,14 @@ class Report:
         return billed, billed * TRAINING[self.model][0] / 1e6
 
     def __str__(self) -> str:
-        count = (
-            "approximately: 4 characters a token" if self.approximate else "counted with tiktoken"
-        )
-        head = [
-            f"{self.path.name}: {self.examples} examples, {sum(self.tokens):,} tokens ({count})"
-        ]
+        how = "approximately: 4 characters a token" if self.approximate else "counted with tiktoken"
+        lines = [f"{self.path.name}: {self.examples} examples, {sum(self.tokens):,} tokens ({how})"]
         if self.tokens:
-            head.append(
-                f"tokens per example: median {sorted(self.tokens)[len(self.tokens) // 2]:,}, "
-                f"longest {max(self.tokens):,}"
-            )
-        lines = [f"  line {n}: {text}" if n else f"  {text}" for n, text in self.problems]
-        return "\n".join(
-            [*head, f"{len(self.problems)} problem(s)" + (":" if lines else ""), *lines]
-        )
+            median, longest = statistics.median_high(self.tokens), max(self.tokens)
+            lines.append(f"tokens per example: median {median:,}, longest {longest:,}")
+        lines.append(f"{len(self.problems)} problem(s)" + (":" if self.problems else ""))
+        lines += [f"  line {n}: {text}" if n else f"  {text}" for n, text in self.problems]
+        return "\n".join(lines)
 
 
 def check(path: str | Path, model: str = "gpt-4o-mini-2024-07-18") -> Report:
@@ -173,12 +166,10 @@ def _state(path: Path) -> dict[str, Any]:
 
 
 def submit(client: Any, path: str | Path, model: str, state: str | Path, **job: Any) -> str:
-    """Upload `path` and create one fine-tuning job on it; returns the job id.
-
-    Each id is saved to the JSON file `state` as soon as the API returns it, and the job is tagged
-    with the file's hash: a rerun reuses the upload and finds the job (even one whose reply was
-    lost) instead of paying again. A changed file or base model starts afresh; the earlier ids are
-    kept under "earlier"."""
+    """Upload `path` and create one fine-tuning job on it; returns the job id. Each id is saved to
+    the JSON file `state` as soon as the API returns it, and the job is tagged with the file's hash:
+    a rerun reuses the upload and finds the job (even one whose reply was lost) instead of paying
+    again. A changed file or base model starts afresh; the earlier ids are kept under "earlier"."""
     data, state = Path(path).read_bytes(), Path(state)
     key = {"sha256": hashlib.sha256(data).hexdigest(), "model": model}
     saved = _state(state)
@@ -194,15 +185,11 @@ def submit(client: Any, path: str | Path, model: str, state: str | Path, **job: 
         keep(file_id=client.files.create(file=(Path(path).name, data), purpose="fine-tune").id)
     if "job_id" not in saved:
         tag = {"tutorlib_sha256": key["sha256"][:32]}  # metadata values are short strings
-        # A job whose reply was lost still exists: find it by its tag
-        # (a failed or cancelled one is redone).
-        found = [
-            j
-            for j in client.fine_tuning.jobs.list(metadata=tag, limit=10)
-            if j.model.startswith(model) and j.status not in ("failed", "cancelled")
-        ]
-        if found:
-            made = found[0]
+        # A job whose reply was lost still exists: find it by its tag (a failed or cancelled one
+        # is redone).
+        for made in client.fine_tuning.jobs.list(metadata=tag, limit=10):
+            if made.model.startswith(model) and made.status not in ("failed", "cancelled"):
+                break
         else:
             made = client.fine_tuning.jobs.create(
                 training_file=saved["file_id"], model=model, metadata=tag, **job

@@ -1,6 +1,5 @@
 """The run plan (ARCHITECTURE.md, "The run plan"): everything one training run needs, resolved
-once from four sources with one precedence, a later source winning:
-course < document < profile < notebook."""
+once from four sources, a later one winning: course < document < profile < notebook."""
 
 from __future__ import annotations
 
@@ -24,12 +23,7 @@ SOURCES = ("course", "document", "profile", "notebook")
 # Every course run: a validation loss per epoch (the documents pass a validation set, which 2023's
 # default eval_strategy "no" never used), at most two checkpoints kept, no experiment tracker, and
 # a progress bar rather than a printed dict per logging step.
-COURSE = {
-    "eval_strategy": "epoch",
-    "save_total_limit": 2,
-    "report_to": "none",
-    "disable_tqdm": False,
-}
+COURSE = dict(eval_strategy="epoch", save_total_limit=2, report_to="none", disable_tqdm=False)
 
 
 @dataclass(frozen=True)
@@ -59,19 +53,15 @@ class Plan:
 
     @property
     def quantization(self) -> BitsAndBytesConfig | None:
-        """LLM.int8 for `lora-8bit`; NF4 with the document's settings for `qlora`; else None.
-
-        The compute dtype is the profile's (bf16 on Ampere and newer, fp16 on V100/T4, fp32 on a
-        CPU), not the document's bf16, which a V100 can only emulate.
-        """
+        """LLM.int8 for `lora-8bit`; NF4 with the document's settings for `qlora`; else None. The
+        compute dtype is the profile's, not the document's bf16, which a V100 can only emulate."""
         from transformers import BitsAndBytesConfig
 
         if self.method == "lora-8bit":
             return BitsAndBytesConfig(load_in_8bit=True)
         if self.method != "qlora":
             return None
-        compute = self.profile.dtype_for(self.model)
-        nf4 = {**self.spec.bnb, "bnb_4bit_compute_dtype": compute}
+        nf4 = {**self.spec.bnb, "bnb_4bit_compute_dtype": self.profile.dtype_for(self.model)}
         return BitsAndBytesConfig(load_in_4bit=True, **nf4)
 
     def table(self) -> pd.DataFrame:
@@ -100,22 +90,20 @@ def resolve(profile: Profile, model: str, method: str, own: Mapping[str, Any]) -
     spec = models.spec(model)
     document = {**spec.training, **(spec.lora_training if method != "full" else {})}
     imposed = profile.training(spec.name, method)
-    layers = zip(SOURCES, (COURSE, document, imposed, own), strict=True)
     args: dict[str, Any] = {}
     sources: dict[str, str] = {}
-    for source, values in layers:
+    for source, values in zip(SOURCES, (COURSE, document, imposed, own), strict=True):
         args |= values
         sources |= dict.fromkeys(values, source)
     lora = None if method == "full" else _lora(spec, profile, sources)
-    # Full fine-tuning keeps fp32 weights (mixed precision trains in 16 bits from that master
-    # copy); adapters train on a base loaded in the profile's dtype.
-    dtype = torch.float32 if method == "full" else profile.dtype_for(spec.name)
     return Plan(
         model=spec.name,
         method=method,
         profile=profile,
         checkpoint=profile.checkpoint(spec.name),
-        dtype=dtype,
+        # Full fine-tuning keeps fp32 weights (mixed precision trains in 16 bits from that master
+        # copy); adapters train on a base loaded in the profile's dtype.
+        dtype=torch.float32 if method == "full" else profile.dtype_for(spec.name),
         args=MappingProxyType(args),
         sources=MappingProxyType(sources),
         lora_settings=None if lora is None else MappingProxyType(lora),

@@ -12,8 +12,8 @@ from matplotlib.figure import Figure
 
 from tutorlib import paths, results
 
-# the TWEETSUMM rubric: one point each per summary
-_CRITERIA = ("customer", "agent", "two_sentences")
+# the TWEETSUMM rubric, one point each per summary, and each criterion's colour
+_CRITERIA = {"customer": "tab:blue", "agent": "tab:orange", "two_sentences": "tab:green"}
 _CURVES = (
     ("loss", "training loss", "tab:blue", None),
     ("eval_loss", "validation loss", "tab:orange", "o"),
@@ -64,7 +64,8 @@ def _run(rec: Mapping[str, Any] | None, metric: str) -> tuple:
     scores = rec["scores"]
     if scores.get(metric) is None:
         raise ValueError(
-            f"record {rec['experiment']!r} has no score {metric!r}; Figure 1 needs {_CRITERIA}"
+            f"record {rec['experiment']!r} has no score {metric!r}; "
+            f"Figure 1 needs {tuple(_CRITERIA)}"
         )
     out_of = scores.get("max_total") if metric == "total" else scores.get("graded")
     return (float(scores[metric]), float(out_of), "") if out_of else (None, None, "nothing graded")
@@ -88,11 +89,9 @@ def figure1(
     records: Sequence, reference: Any = None, *, title: str, save: str | None = None
 ) -> Figure:
     """Figure 1: each configuration's total (top) and points per criterion (bottom), the
-    document's hollow beside this run's solid. Every bar is a share of its own maximum (the
-    document's 150, this run's 3 × summaries graded) with 'x of N' written on it, so that a
-    perfect run and a perfect document draw bars of the same height.
-
-    `reference`: `results.reference` rows (of a whole document, its numbered tables)."""
+    document's hollow beside this run's solid, each bar a share of its own maximum (the document's
+    150, this run's 3 × summaries graded; ARCHITECTURE.md), labelled 'x of N'. `reference`:
+    `results.reference` rows (of a whole document, its numbered tables)."""
     runs = {(r.get("extra") or {}).get("configuration") or r["experiment"]: r for r in records}
     totals = _document(reference, "total")
     names = list(dict.fromkeys([*totals, *runs]))
@@ -124,9 +123,7 @@ def figure1(
 def _criteria_panel(ax: Any, names: list[str], runs: Mapping, reference: Any) -> None:
     """Per configuration, each criterion's share: the document's (if published) and this run's."""
     step = 0.8 / (2 * len(_CRITERIA))
-    for k, (crit, color) in enumerate(
-        zip(_CRITERIA, ("tab:blue", "tab:orange", "tab:green"), strict=True)
-    ):
+    for k, (crit, color) in enumerate(_CRITERIA.items()):
         published = _document(reference, crit)
         left = [i - 0.4 + step * (2 * k + 0.5) for i in range(len(names))]
         if published:
@@ -148,8 +145,8 @@ def _losses(history: Any, key: str) -> list[tuple[int, float]]:
 def loss_curves(
     history: Sequence[Mapping], reference: Any = None, *, title: str, save: str | None = None
 ) -> Figure:
-    """Loss and eval loss by step from `trainer.state.log_history`;
-    `reference` (a log or CSV rows) dashed."""
+    """Loss and eval loss by step from `trainer.state.log_history`, `reference` (a log or CSV
+    rows) dashed."""
     if not _losses(history, "loss") and not _losses(history, "eval_loss"):
         raise ValueError(
             "the history holds no 'loss' or 'eval_loss' entries with a 'step'; nothing to plot"
@@ -158,14 +155,8 @@ def loss_curves(
     sources = ((history, "this run", "-"), (reference, "document", "--"))
     for (source, who, style), (key, name, color, marker) in itertools.product(sources, _CURVES):
         if source is not None and (points := _losses(source, key)):
-            ax.plot(
-                *zip(*points, strict=True),
-                style,
-                c=color,
-                marker=marker,
-                ms=3,
-                label=f"{who}: {name}",
-            )
+            label = f"{who}: {name}"
+            ax.plot(*zip(*points, strict=True), style, c=color, marker=marker, ms=3, label=label)
     ax.set(xlabel="step", ylabel="loss", title=title)
     ax.legend(fontsize=8)
     return _finish(fig, save)
@@ -174,8 +165,7 @@ def loss_curves(
 def bars(
     values: Mapping, *, ylabel: str, title: str, line: tuple | None = None, save: str | None = None
 ) -> Figure:
-    """Labelled bars (memory, time);
-    `line=(value, label)` draws a dashed reference such as a GPU's memory."""
+    """Labelled bars (memory, time); `line=(value, label)` adds a dashed line (a GPU's memory)."""
     if not values:
         raise ValueError("bars needs at least one value; got an empty mapping")
     fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(values) + 2), 4))
@@ -199,12 +189,8 @@ def histogram(
         raise ValueError("histogram needs at least one non-empty series; got none")
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, data in series.items():
-        ax.hist(
-            data,
-            bins=30,
-            alpha=0.55,
-            label=f"{name} (n={len(data)}, median {data[len(data) // 2]:g})",
-        )
+        label = f"{name} (n={len(data)}, median {data[len(data) // 2]:g})"
+        ax.hist(data, bins=30, alpha=0.55, label=label)
     ax.set(xlabel=xlabel, ylabel="count", title=title)
     ax.legend()
     return _finish(fig, save)

@@ -1,9 +1,5 @@
-"""How big everything is: the `full`, `cpu` and `smoke` profiles, chosen once per notebook.
-
-A notebook calls `detect()` once and then asks the profile for names and sizes instead of branching
-on where it runs (ARCHITECTURE.md, "Profiles"; the sizes are in profiles.toml). `detect()` reads
-the `TUTORLIB_*` settings once and writes nothing back to the environment.
-"""
+"""How big everything is: the `full`, `cpu` and `smoke` profiles (sizes in profiles.toml), one
+chosen per notebook by `detect()` (ARCHITECTURE.md, "Profiles")."""
 
 from __future__ import annotations
 
@@ -47,11 +43,8 @@ PROFILES = tuple(SIZES)
 
 @dataclass(frozen=True)
 class Profile:
-    """The sizes and hardware of one notebook run. Build it with `detect()`.
-
-    `max_steps` and `max_examples` are caps from `TUTORLIB_MAX_STEPS` and `TUTORLIB_MAX_EXAMPLES`
-    (None: no cap), read once by `detect()` for `full` and `cpu`.
-    """
+    """The sizes and hardware of one notebook run, built by `detect()`. `max_steps` and
+    `max_examples` are caps from `TUTORLIB_MAX_STEPS` and `TUTORLIB_MAX_EXAMPLES` (None: no cap)."""
 
     name: str
     device: str
@@ -101,11 +94,11 @@ class Profile:
         """How many examples of a split to use: `n` (None: all), within this profile's sizes."""
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; expected one of: {', '.join(SPLITS)}")
-        return _smaller(_smaller(n, self.sizes.examples.get(split)), self.max_examples)
+        return _smallest(n, self.sizes.examples.get(split), self.max_examples)
 
     def steps(self, n: int) -> int:
         """A notebook's own number of training steps, within this profile's sizes."""
-        return _smaller(_smaller(n, self.sizes.training.get("max_steps")), self.max_steps)
+        return _smallest(n, self.sizes.training.get("max_steps"), self.max_steps)
 
     def training(self, name: str, method: str = "full") -> dict[str, Any]:
         """Trainer settings this profile imposes: precision always, then its sizes."""
@@ -132,8 +125,7 @@ class Profile:
         return dict(self.sizes.generation)
 
     def card(self) -> str:
-        """One line naming the profile, the hardware, the dtype, what plays the documents'
-        decoder models, and the library versions."""
+        """One line: the profile, hardware, dtype, what plays the decoders, library versions."""
         versions = env.library_versions()
         hardware = f"{self.device} ({self.gpu_name})" if self.gpu_name else self.device
         libs = " · ".join(f"{lib} {versions[lib]}" for lib in env.LIBRARIES[:6])
@@ -142,9 +134,9 @@ class Profile:
         return f"profile={self.name} · device={hardware} · dtype={dtype}{models_} · {libs}"
 
 
-def _smaller(n: int | None, cap: int | None) -> int | None:
-    """The smaller of two limits, where None means no limit."""
-    return cap if n is None else n if cap is None else min(n, cap)
+def _smallest(*limits: int | None) -> int | None:
+    """The smallest of the limits, where None means no limit."""
+    return min((n for n in limits if n is not None), default=None)
 
 
 def _positive_int(variable: str) -> int | None:
@@ -192,12 +184,9 @@ def _quiet_libraries() -> None:
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     # Notices a learner can do nothing about: trl/peft read a renamed model attribute, and peft
     # says it handles GPT-2's Conv1D layers correctly.
-    for message, category in (
-        (".*gradient_checkpointing.*", FutureWarning),
-        (".*use_reentrant parameter.*", UserWarning),
-        ("fan_in_fan_out is set to False", UserWarning),
-    ):
-        warnings.filterwarnings("ignore", message=message, category=category)
+    warnings.filterwarnings("ignore", ".*gradient_checkpointing.*", FutureWarning)
+    warnings.filterwarnings("ignore", ".*use_reentrant parameter.*", UserWarning)
+    warnings.filterwarnings("ignore", "fan_in_fan_out is set to False", UserWarning)
 
 
 def detect(name: str | None = None, *, seed: int = 42) -> Profile:

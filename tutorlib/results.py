@@ -1,7 +1,5 @@
 """One JSON record per experiment, the documents' published numbers (reference.csv), side by side.
-
-Torch-free: the judge's notebook cells and the tables import it without the training stack.
-"""
+Torch-free (ARCHITECTURE.md, "The layers")."""
 
 import functools
 import json
@@ -19,6 +17,7 @@ from tutorlib import env, paths
 
 _SECRET_ENV_VARS = ("OPENAI_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 _MAIN_SCORES = ("total", "rougeLsum", "rougeL", "rouge1")  # the judge's total first, else ROUGE
+_UNION_MEMBERS = ("int", "float", "str", "none")  # pydantic's names for a union's members
 
 
 class Record(pydantic.BaseModel):
@@ -118,9 +117,6 @@ def _why(err: pydantic.ValidationError) -> str:
     return "; ".join(f"{where}: {msg}" for where, msg in found.items())
 
 
-_UNION_MEMBERS = ("int", "float", "str", "none")
-
-
 def configuration_in(path: Path) -> str | None:
     """The configuration a record file holds (None: unreadable or none named)."""
     try:
@@ -154,13 +150,11 @@ def load_records(
     are skipped."""
     parent = paths.results_dir("any").parent  # results_dir(p) is <results root>/<p>
     found = []
-    for path in sorted(parent.glob(f"{profile_name}/*.json" if profile_name else "*/*.json")):
+    for path in sorted(parent.glob(f"{profile_name or '*'}/*.json")):
         data = _read(path)
         if data and (notebook is None or Path(str(data["notebook"])).stem == Path(notebook).stem):
             # created_at has whole seconds; file times order two records written in the same second.
-            found.append(
-                (str(data["profile"]), str(data["created_at"]), path.stat().st_mtime_ns, data)
-            )
+            found.append((data["profile"], data["created_at"], path.stat().st_mtime_ns, data))
     return [data for *_, data in sorted(found, key=lambda item: item[:3])]
 
 
@@ -192,24 +186,15 @@ def _main_score(rec: Mapping[str, Any]) -> str:
 
 def summary_table(profile_name: str | None = None) -> pd.DataFrame:
     """One line per record: experiment, model, method, main score, minutes, peak memory and kind."""
-    columns = [
-        "experiment",
-        "profile",
-        "model",
-        "method",
-        "main score",
-        "train min",
-        "peak memory",
-        "judge",
-    ]
+    named = ["experiment", "profile", "model", "method"]
     rows = []
     for rec in load_records(profile_name):
         seconds, mb = rec.get("train_seconds"), rec.get("peak_memory_mb")
         minutes = None if seconds is None else round(seconds / 60, 2)
         memory = "—" if mb is None else f"{mb:.0f} MB ({rec.get('memory_kind')})"
-        names = [rec[k] for k in ("experiment", "profile", "model", "method")]
+        names = [rec[k] for k in named]
         rows.append([*names, _main_score(rec), minutes, memory, rec.get("judge") or "—"])
-    return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(rows, columns=[*named, "main score", "train min", "peak memory", "judge"])
 
 
 @functools.cache
@@ -235,22 +220,22 @@ def reference(document: str | None = None, table: str | None = None) -> pd.DataF
 
 
 def _measured(rec: Mapping[str, Any], metric: str) -> Any:
-    """A record's number for `metric` (a score, `extra`, the top level; minutes from seconds);
-    points are out of this run's own maximum, under `smoke` far below the document's 150."""
+    """A record's number for `metric` (a score, `extra`, the top level; minutes from seconds), a
+    float to 4 digits as the documents print it; points are out of this run's own maximum, under
+    `smoke` far below the document's 150."""
     scores = rec["scores"]
     for source in (scores, rec.get("extra", {}), rec):
         if source.get(metric) is not None:
             value = source[metric]
-            # as the documents print
             value = float(f"{value:.4g}") if isinstance(value, float) else value
             out_of = scores.get("max_total") if metric == "total" else scores.get("graded")
             if metric in scores and out_of and metric != "graded":
                 return f"{value:g} of {out_of}"
             return value
-    seconds = rec.get("train_seconds")
-    if metric == "train_minutes":
-        untrained, known = rec.get("method") in ("base", "reference"), seconds is not None
-        return "not trained" if untrained else round(seconds / 60, 2) if known else "not measured"
+    if metric == "train_minutes" and rec.get("method") in ("base", "reference"):
+        return "not trained"
+    if metric == "train_minutes" and rec.get("train_seconds") is not None:
+        return round(rec["train_seconds"] / 60, 2)
     return "not measured"
 
 

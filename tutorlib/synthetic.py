@@ -1,9 +1,5 @@
-"""Synthetic dialogue/summary pairs: generated resumably, an offline template stand-in,
-near-duplicates found.
-
-`resumable` appends each pair to a JSONL file the moment it exists, so an interrupted or failed run
-is rerun without paying again for what was already generated.
-"""
+"""Synthetic dialogue/summary pairs: generated resumably (an interrupted or failed run is rerun
+without paying again), an offline template stand-in, near-duplicates found."""
 
 from __future__ import annotations
 
@@ -19,8 +15,7 @@ from tutorlib import paths
 
 # The offline stand-in assembles customer-support conversations from the pieces in this JSON file.
 _PIECES = json.loads((Path(__file__).parent / "synthetic_pieces.json").read_text(encoding="utf-8"))
-# Planted flaws, by index modulo 10, so that the filters have known mistakes to catch (an LLM
-# makes its own).
+# Planted flaws, by index modulo 10, so that the filters have known mistakes (an LLM makes its own).
 _PLANTED = {
     4: "summary of another conversation",
     7: "one-sentence summary",
@@ -31,8 +26,7 @@ _PLANTED = {
 def template_pair(index: int) -> dict[str, Any]:
     """Pair `index` of the offline stand-in (deterministic); `planted` names its flaw, if any."""
     flaw = _PLANTED.get(index % 10)
-    # a near-duplicate: same draws
-    rng = random.Random(index - 1 if flaw == _PLANTED[9] else index)
+    rng = random.Random(index - 1 if flaw == _PLANTED[9] else index)  # a near-duplicate: same draws
     p = _PIECES
     scenario, item, day = rng.choice(p["scenarios"]), rng.choice(p["items"]), rng.choice(p["days"])
     opening, closing = rng.choice(p["openings"]), rng.choice(p["closings"])
@@ -64,7 +58,6 @@ def resumable(
     path: str | Path, n: int, make: Callable[[int], dict[str, Any]]
 ) -> list[dict[str, Any]]:
     """Rows 0..n-1 of the JSONL file `path`, calling `make(i)` only for the indices not in it yet.
-
     Each new row is written and flushed at once. A `make` that raises is counted, warned about and
     tried again on the next call; a line cut short by an interruption is dropped and made again."""
     path, done = Path(path), {}
@@ -113,18 +106,14 @@ def resumable(
 
 def near_duplicates(texts: list[str], threshold: float = 0.8, n: int = 3) -> dict[int, int]:
     """{index: earlier index it repeats} for texts whose word `n`-grams overlap an earlier kept
-    text's by at least `threshold` (Jaccard similarity).
-    Quadratic: meant for hundreds of texts, not millions."""
+    text's by at least `threshold` (Jaccard similarity). Quadratic: for hundreds, not millions."""
     words = [re.findall(r"\w+", text.lower()) for text in texts]
     shingles = [{tuple(w[k : k + n]) for k in range(max(len(w) - n + 1, 1))} for w in words]
     repeats: dict[int, int] = {}
     # shingle sets are never empty: a short text is one (short) tuple
     for i, mine in enumerate(shingles):
-        similar = (
-            j
-            for j in range(i)
-            if j not in repeats and len(mine & shingles[j]) >= threshold * len(mine | shingles[j])
-        )
-        if (j := next(similar, None)) is not None:
-            repeats[i] = j
+        for j in range(i):
+            if j not in repeats and len(mine & shingles[j]) >= threshold * len(mine | shingles[j]):
+                repeats[i] = j
+                break
     return repeats

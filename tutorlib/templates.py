@@ -67,19 +67,14 @@ _TWEETSUMM = (
     "responded."
 )
 _FLAN = "Summarize the following conversation."
+_FALCON = "Write a short summary of the dialogue below."
 _PHI2 = "Summarize the following conversation between two people in one or two sentences."
 _SECTIONS = "### Instruction:\n{instruction}\n\n### %s:\n{dialogue}\n\n### Summary:"
+_TWEETSUMM_END = "<END_OF_SECOND_SENTENCE>"
 _ALL = (
-    Template(
-        "tweetsumm", "000", _TWEETSUMM, _SECTIONS % "Conversation", "<END_OF_SECOND_SENTENCE>"
-    ),
+    Template("tweetsumm", "000", _TWEETSUMM, _SECTIONS % "Conversation", _TWEETSUMM_END),
     Template("flan_t5", "001", _FLAN, "{instruction}\n\n{dialogue}\n\nSummary:", seq2seq=True),
-    Template(
-        "falcon_samsum",
-        "002",
-        "Write a short summary of the dialogue below.",
-        _SECTIONS % "Dialogue",
-    ),
+    Template("falcon_samsum", "002", _FALCON, _SECTIONS % "Dialogue"),
     Template("phi2", "003", _PHI2, "Instruct: {instruction}\n\n{dialogue}\n\nOutput:"),
 )
 TEMPLATES: dict[str, Template] = {t.name: t for t in _ALL}

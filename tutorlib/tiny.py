@@ -2,10 +2,9 @@
 
 A stand-in is `models.config(name)` with the registry's `tiny` sizes (same classes, module names and
 structural choices), random weights from a fixed seed, and a byte-level BPE tokenizer trained here
-on the sample data and the prompt templates, with the real family's special tokens. `profile` loads
-it under `smoke`; its folder name carries a hash of corpus and settings, so changes build a new one.
-`smollm2()` is the real small model that stands in for every decoder under `cpu`.
-"""
+on the sample data and the prompt templates, with the real family's special tokens. Its folder name
+carries a hash of corpus and settings, so a change builds a new one. `smollm2()` stands in for
+every decoder under `cpu`."""
 
 from __future__ import annotations
 
@@ -41,20 +40,14 @@ _TEMPLATE_REPEATS = 20  # frequent enough that the headers and end markers merge
 # T5 appends </s> and pads with id 0. Llama-2 reads 4096 positions; 2048 is ample for the samples.
 _EOT = "<|endoftext|>"
 _GPT2 = {"bos_token": _EOT, "eos_token": _EOT, "unk_token": _EOT}
+_LLAMA = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "add_bos_token": True}
+_T5 = {"pad_token": "<pad>", "eos_token": "</s>", "unk_token": "<unk>", "add_eos_token": True}
 _TOKENIZERS: dict[str, tuple[list[str], dict[str, Any], int]] = {
     "gpt2": ([_EOT], _GPT2, 1024),
     "falcon": ([_EOT], {"eos_token": _EOT}, 2048),
     "phi": ([_EOT], _GPT2, 2048),
-    "llama": (
-        ["<unk>", "<s>", "</s>"],
-        {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "add_bos_token": True},
-        2048,
-    ),
-    "t5": (
-        ["<pad>", "</s>", "<unk>"],
-        {"pad_token": "<pad>", "eos_token": "</s>", "unk_token": "<unk>", "add_eos_token": True},
-        512,
-    ),
+    "llama": (["<unk>", "<s>", "</s>"], _LLAMA, 2048),
+    "t5": (["<pad>", "</s>", "<unk>"], _T5, 512),
 }
 
 # Rendered through every template, so the corpus has the prompt headers even without sample data.
@@ -130,7 +123,6 @@ def _model(name: str, tok: PreTrainedTokenizerFast) -> Any:
     # the same weights every time; the caller's RNG untouched
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_SEED)
-        # untie_t5_head gives FLAN-T5 its own lm_head and returns other models unchanged.
         return models.untie_t5_head(models.auto_class(name).from_config(config)).eval()
 
 
@@ -164,13 +156,12 @@ def smollm2(cache_dir: Path | None = None) -> Path:
     transformers' GGUF loader); later calls read the cached folder, offline."""
     cache = Path(cache_dir or paths.cache_dir())
     folder = cache / "smollm2-135m-instruct-q4_1-fp32"
-    if folder.is_dir():
-        return folder
-    gguf = _gguf(cache / "smollm2")
 
     def write(staging: Path) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        gguf = _gguf(cache / "smollm2")  # only when the folder is not there yet
+        log.info("tiny: converting %s into %s", gguf.name, folder)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
         # The weights arrive as plain fp32 tensors, but the GGUF quantizer stays attached and makes
         # save_pretrained refuse ("quantized with gguf and is not serializable"): detach it.
@@ -180,7 +171,6 @@ def smollm2(cache_dir: Path | None = None) -> Path:
         model.save_pretrained(staging)
         AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(staging)
 
-    log.info("tiny: converting %s into %s", gguf.name, folder)
     return _once(folder, write)
 
 

@@ -1,8 +1,5 @@
-"""The steps notebooks 01 and 03 show once in plain sight (`SFTConfig`, `SFTTrainer`, `LoraConfig`,
-`BitsAndBytesConfig`, the quantized `from_pretrained`, `prepare_model_for_kbit_training`,
-`get_peft_model`), written once for later cells: `finetune(plan, ...)` trains as a run plan says.
-`Run` is what a run cost: wall time, peak memory, parameter counts and the loss log.
-"""
+"""Loading and training as a run plan says: the steps notebooks 01 and 03 show once in plain sight,
+written once for later cells. `Run` is what a run cost: time, peak memory, parameters, loss log."""
 
 from __future__ import annotations
 
@@ -21,16 +18,14 @@ from tutorlib import memory, models, paths, templates
 from tutorlib.plan import Plan
 
 
-def load_model(plan: Plan, **kwargs: Any) -> tuple[Any, Any]:
+def load_model(plan: Plan) -> tuple[Any, Any]:
     """(model, tokenizer) as the notebooks load them: the plan's checkpoint, dtype and quantization,
-    everything on the one device there is. Keyword arguments go to `from_pretrained`."""
-    bnb = plan.quantization
-    options: dict[str, Any] = {"dtype": plan.dtype, "device_map": plan.profile.device}
-    if bnb is not None:  # one device: "auto" could offload quantized layers to the CPU
-        options["quantization_config"] = bnb
-    options.update(kwargs)
+    everything on the one device there is ("auto" could offload quantized layers to the CPU)."""
+    bnb, device = plan.quantization, plan.profile.device
     with models.plain_falcon_linears(plan.spec.family == "falcon" and bnb is not None):
-        model = models.auto_class(plan.model).from_pretrained(plan.checkpoint, **options)
+        model = models.auto_class(plan.model).from_pretrained(
+            plan.checkpoint, dtype=plan.dtype, device_map=device, quantization_config=bnb
+        )
     if bnb is not None:
         cpu_quantization_fixes(model)
     tokenizer = AutoTokenizer.from_pretrained(plan.checkpoint)
@@ -40,11 +35,9 @@ def load_model(plan: Plan, **kwargs: Any) -> tuple[Any, Any]:
 
 
 def cpu_quantization_fixes(model: torch.nn.Module) -> None:
-    """Keep bitsandbytes' CPU 4-bit layers trainable (no-op on GPUs); check something was quantized.
-
-    On CPUs with AVX512-BF16, bitsandbytes 0.50 repacks 4-bit weights into an inference layout the
-    first time a layer runs in eval mode and never unpacks them, so a later training step crashes.
-    """
+    """Check that something was quantized; keep bitsandbytes' CPU 4-bit layers trainable (no-op on
+    GPUs): on AVX512-BF16 CPUs they repack their weights for inference on the first eval-mode
+    forward and never unpack them, so a later training step crashes."""
     quantized = [m for m in model.modules() if type(m).__name__ in ("Linear4bit", "Linear8bitLt")]
     if not quantized:
         raise RuntimeError("a quantized load was asked for, but no layer was quantized")
@@ -57,11 +50,9 @@ def prepare(
     dataset: DatasetDict, template: templates.Template, tokenizer: Any, max_length: int
 ) -> DatasetDict:
     """dialogue/summary rows -> prompt/completion rows within `max_length` tokens, counted up front.
-
-    trl would silently drop an example that is too long. Here an over-long dialogue is cut at its
-    end (the instruction, the summary header and the whole summary survive), with a visible warning;
-    an example is dropped only when even its summary cannot fit. No usable example left is an error.
-    """
+    trl would silently drop an over-long example; here its dialogue is cut at the end (instruction,
+    summary header and whole summary survive) with a warning, and the example is dropped only when
+    even its summary cannot fit. No usable example left is an error."""
     out = {}
     for split, ds in dataset.items():
         if split == "test":
@@ -97,13 +88,6 @@ def prepare(
     return DatasetDict(out)
 
 
-def _counts(model: torch.nn.Module) -> tuple[int, int]:
-    if isinstance(model, PeftModel):
-        return model.get_nb_trainable_parameters()  # counts a 4-bit tensor's packed weights right
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return trainable, sum(p.numel() for p in model.parameters())
-
-
 @dataclass
 class Run:
     """One finished training run: the model and what it cost (`usage`: time and peak memory)."""
@@ -124,7 +108,11 @@ class Run:
         model = trainer.model
         model.config.use_cache = True  # back on for generation, which it speeds up many times
         model.eval()
-        trainable, total = _counts(model)
+        if isinstance(model, PeftModel):  # peft counts a 4-bit tensor's packed weights right
+            trainable, total = model.get_nb_trainable_parameters()
+        else:
+            trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            total = sum(p.numel() for p in model.parameters())
         history = list(trainer.state.log_history)
         name, tokenizer = plan.model, trainer.processing_class
         return cls(model, tokenizer, name, method or plan.method, usage, trainable, total, history)
