@@ -164,18 +164,3 @@ def test_save_takes_a_png_file_name_only():
         plots.bars({"a": 1.0}, ylabel="s", title="t", save="../outside.png")
     with pytest.raises(ValueError, match="PNG file name"):
         plots.bars({"a": 1.0}, ylabel="s", title="t", save="figure.jpg")
-
-
-def test_histogram_draws_one_series_per_name_and_rejects_empty():
-    fig = plots.histogram(
-        {"a": [1, 2, 2, 3], "b": [5, 6], "empty": []}, xlabel="tokens", title="t", save="h.png"
-    )
-    ax = fig.axes[0]
-    assert len(ax.containers) == 2
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
-        "a (n=4, median 2)",
-        "b (n=2, median 6)",
-    ]
-    _assert_png("h.png")
-    with pytest.raises(ValueError, match="non-empty series"):
-        plots.histogram({"a": []}, xlabel="x", title="t")

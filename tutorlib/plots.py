@@ -178,19 +178,3 @@ def bars(
     ax.tick_params(axis="x", labelrotation=20)
     ax.margins(y=0.15)
     return _finish(fig, save)
-
-
-def histogram(
-    lengths: Mapping[str, Sequence], *, xlabel: str, title: str, save: str | None = None
-) -> Figure:
-    """Overlaid histograms, one per named series (e.g. dialogue length in tokens per dataset)."""
-    series = {name: sorted(v) for name, v in lengths.items() if len(v)}
-    if not series:
-        raise ValueError("histogram needs at least one non-empty series; got none")
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for name, data in series.items():
-        label = f"{name} (n={len(data)}, median {data[len(data) // 2]:g})"
-        ax.hist(data, bins=30, alpha=0.55, label=label)
-    ax.set(xlabel=xlabel, ylabel="count", title=title)
-    ax.legend()
-    return _finish(fig, save)
