@@ -5,7 +5,7 @@ training and generation costs behind them (SmolLM2-135M-Instruct, fp32, the prof
     .venv/bin/python benchmarks/cpu_profile.py notebooks 01 03      # some of them
     .venv/bin/python benchmarks/cpu_profile.py costs                # per method, ~10 min
 
-`notebooks` runs `python -m tutorlib run NN` under `TUTORLIB_PROFILE=cpu` in a fresh process per
+`notebooks` runs `python -m tools run NN` under `TUTORLIB_PROFILE=cpu` in a fresh process per
 notebook (its own results and runs folders, as on a fresh machine) and samples the resident memory
 of the whole process tree (the runner and the notebook's kernel) every 0.2 s. `costs` trains the
 registry's Llama-2-7B plan (which SmolLM2 plays) for a few steps with each method on the bundled
@@ -33,12 +33,15 @@ import psutil
 import torch
 from transformers import TrainerCallback
 
-from tutorlib import data, env, generate, memory, models, train
-from tutorlib.__main__ import course_notebooks
+from tutorlib import data, env, generate, memory, models, paths, train
 from tutorlib.profile import detect
 from tutorlib.templates import TEMPLATES
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def course_notebooks() -> list[Path]:
+    return sorted((paths.root() / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 
 def context() -> dict[str, Any]:
@@ -70,9 +73,12 @@ def run_notebook(number: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as fresh:
         environment = os.environ | {"TUTORLIB_PROFILE": "cpu", "HF_HUB_OFFLINE": "1"}
         environment |= {"TUTORLIB_RESULTS": f"{fresh}/results", "TUTORLIB_RUNS": f"{fresh}/runs"}
-        command = [sys.executable, "-m", "tutorlib", "run", number]
+        command = [sys.executable, "-m", "tools", "run", number]
         start = time.perf_counter()
-        process = subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, text=True)
+        root = paths.root()  # `python -m tools` runs from the repository's root
+        process = subprocess.Popen(
+            command, cwd=root, env=environment, stdout=subprocess.PIPE, text=True
+        )
         lines: list[str] = []
         reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)
         reader.start()

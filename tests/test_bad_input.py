@@ -4,7 +4,7 @@ says what was wrong and what was expected, or warns with counts and goes on corr
 The other cases are tested beside their module (see the issue note): drops, empty splits and encodings in
 test_data.py; empty and over-long prompts in test_generate.py; unreadable records and passed secrets in
 test_results.py; blank keys and empty summaries in test_grading.py; overrides in test_profile.py;
-cutting, nothing left and resume in test_train.py; memory.limit("16") in test_memory.py.
+cutting, nothing left and resume in test_train.py; memory._limit("16") in test_memory.py.
 """
 
 from __future__ import annotations

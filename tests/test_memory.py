@@ -219,12 +219,12 @@ def test_track_reports_the_cpu_rss_peak_and_the_time_of_a_block():
 
 @CPU_ONLY
 def test_limit_on_cpu_says_so_and_bad_sizes_are_refused(capsys):
-    assert memory.limit(16) is False
+    assert memory._limit(16) is False
     assert "nothing to cap (0.0 GB of CUDA memory)" in capsys.readouterr().out
     with pytest.raises(TypeError, match="number"):
-        memory.limit("16")
+        memory._limit("16")
     with pytest.raises(ValueError, match="positive"):
-        memory.limit(0)
+        memory._limit(0)
 
 
 def test_free_empties_models_and_tensors_in_place():

@@ -12,8 +12,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from tools.cli import _REPO_LINE_RE, course_notebooks, repository_url
 from tutorlib import paths
-from tutorlib.__main__ import _REPO_LINE_RE, course_notebooks, repository_url
 
 NOTEBOOKS = course_notebooks()
 
@@ -185,11 +185,12 @@ def test_tutorlib_is_formatted_and_stays_thin():
 
 
 def test_every_public_function_has_a_caller_outside_its_module():
-    """A notebook, the command line, a benchmark, images/draw.py or another tutorlib module calls
-    it; a helper only its own module uses is private (its name starts with an underscore)."""
+    """A notebook, the command line (tools/), a benchmark, images/draw.py or another tutorlib
+    module calls it; a helper only its own module uses is private (its name starts with _)."""
     root, modules = paths.root(), _tutorlib()
     outside = [c for p in NOTEBOOKS for c in _code(p)]
-    outside += [p.read_text() for p in [*root.glob("benchmarks/*.py"), root / "images/draw.py"]]
+    scripts = [*root.glob("benchmarks/*.py"), *root.glob("tools/*.py"), root / "images/draw.py"]
+    outside += [p.read_text() for p in scripts]
     unused = []
     for name, text in modules.items():
         others = "\n".join([*outside, *(t for n, t in modules.items() if n != name)])

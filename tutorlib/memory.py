@@ -69,7 +69,7 @@ def _positive(label: str, value: Any) -> float:
     return float(value)
 
 
-def limit(gb: float) -> bool:
+def _limit(gb: float) -> bool:
     """Cap PyTorch's CUDA allocator at `gb` GB, so that a big GPU behaves like a smaller card
     (the CUDA context comes on top); False where there is nothing to cap."""
     gb = _positive("gb (the card's size in GB)", gb)
@@ -77,7 +77,7 @@ def limit(gb: float) -> bool:
     if capped := gb * GB < total:
         torch.cuda.set_per_process_memory_fraction(gb * GB / total)
     what = "capped" if capped else "nothing to cap"
-    print(f"memory.limit({gb:g}): {what} ({total / GB:.1f} GB of CUDA memory)")
+    print(f"a {gb:g} GB card: {what} ({total / GB:.1f} GB of CUDA memory)")
     return capped
 
 
@@ -152,7 +152,7 @@ def emulate_card(gb: float, plan: Any) -> TensorBudget:
     the checkpoint's share of the real model), under `cpu` and `smoke` scaled to the stand-in."""
     gb = _positive("gb (the card's size in GB)", gb)
     if plan.profile.hub_models and torch.cuda.is_available():
-        limit(gb)
+        _limit(gb)
         return TensorBudget(gb * 1024)
     if plan.profile.hub_models:  # `full` on a CPU (make full-check)
         share = models.on_meta(AutoConfig.from_pretrained(plan.checkpoint)).num_parameters()

@@ -1,4 +1,4 @@
-"""python -m tutorlib: `index` writes badges, set-up cells and the README table; `run` names a failing cell."""
+"""python -m tools: `index` writes badges, set-up cells and the README table; `run` names a failing cell."""
 
 from __future__ import annotations
 
@@ -15,8 +15,7 @@ import pandas as pd
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from tutorlib import paths, results
-from tutorlib.__main__ import (
+from tools.cli import (
     _REPO_LINE_RE,
     INDEX_END,
     INDEX_START,
@@ -24,6 +23,7 @@ from tutorlib.__main__ import (
     main,
     repository_url,
 )
+from tutorlib import paths, results
 
 FORK = "https://github.com/me/fork"
 OLD = "[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://example.org/old)"

@@ -1,5 +1,7 @@
-"""`python -m tutorlib run [NB ...]` executes notebooks headless; `index` writes badges and
-set-up cells; `fetch` downloads and converts the cpu profile's model once."""
+"""The course's command line, run from the repository's root: `python -m tools run [NB ...]`
+executes notebooks headless (`make run`); `index` writes the Colab badges, the set-up cells and the
+README's notebook table; `fetch` downloads and converts the cpu profile's model once (`make
+install`). Tooling around the course, not part of tutorlib, which is what the notebooks import."""
 
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ _BADGE_SVG = "https://colab.research.google.com/assets/colab-badge.svg"
 _BADGE_RE = re.compile(r"\[!\[Open In Colab\]\([^)]*\)\]\([^)]*\)")
 _REPO_LINE_RE = re.compile(r'^REPO = "[^"]*"', re.MULTILINE)
 SETUP_CELL = """\
-# Set-up, written by `python -m tutorlib index`: in Colab, fetch the course and install tutorlib.
+# Set-up, written by `python -m tools index`: in Colab, fetch the course and install tutorlib.
 import os
 import subprocess
 import sys
@@ -162,7 +164,7 @@ def _index(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tutorlib", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tools", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="execute notebooks headless (default: all, in order)")
     run.add_argument("notebooks", nargs="*", help="notebook paths or numbers (03); default: all")
@@ -171,7 +173,3 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("fetch", help="download and convert the cpu profile's model once")
     args = parser.parse_args(argv)
     return {"run": _run, "index": _index, "fetch": _fetch}[args.command](args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
