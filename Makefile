@@ -12,7 +12,7 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 # Notebooks to run (default: all, in order), by number or path. Example: make run NB=03
 NB ?=
 
-.PHONY: run test learning-check lint lab install constraints clean colab-check drift-check full-check
+.PHONY: run executed test learning-check lint lab install constraints clean colab-check drift-check full-check
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ install: $(STAMP)
 # TUTORLIB_PROFILE=smoke or full chooses another.
 run: $(STAMP)
 	$(BIN)/python -m tools run $(NB)
+
+# The executed copies a reader sees on GitHub: every notebook (or NB=03 ...) run in order under the
+# cpu profile, written with its outputs to executed/; the README's table links them (about an hour).
+executed: $(STAMP)
+	$(BIN)/python -m tools executed $(NB)
 
 # Unit tests, then every notebook executed by nbmake under the smoke profile, with the hub offline.
 # JOBS test files run at once (pytest-xdist, a whole file per worker, in order within it). Each smoke

@@ -1,17 +1,13 @@
-"""What the `cpu` profile costs on this machine: each notebook's minutes and peak memory, and the
-training and generation costs behind them (SmolLM2-135M-Instruct, fp32, the profile's settings).
+"""What the `cpu` profile costs on this machine, per method: seconds per training step, tokens per
+second, seconds per summary and peak memory (SmolLM2-135M-Instruct, fp32, the profile's settings).
 
-    .venv/bin/python benchmarks/cpu_profile.py notebooks            # every notebook, ~1 h
-    .venv/bin/python benchmarks/cpu_profile.py notebooks 01 03      # some of them
-    .venv/bin/python benchmarks/cpu_profile.py costs                # per method, ~10 min
+    .venv/bin/python benchmarks/cpu_profile.py            # every method, ~10 min
 
-`notebooks` runs `python -m tools run NN` under `TUTORLIB_PROFILE=cpu` in a fresh process per
-notebook (its own results and runs folders, as on a fresh machine) and samples the resident memory
-of the whole process tree (the runner and the notebook's kernel) every 0.2 s. `costs` trains the
-registry's Llama-2-7B plan (which SmolLM2 plays) for a few steps with each method on the bundled
-TWEETSUMM data and summarizes test dialogues, inside `memory.track()`. Records go to
-benchmarks/results/cpu_notebooks.json and cpu_costs.json (device, threads, library versions) and
-the tables to the .md files beside them; README's notebook table reads the minutes from there.
+It trains the registry's Llama-2-7B plan (which SmolLM2 plays under cpu) for a few steps with each
+method on the bundled TWEETSUMM data and summarizes test dialogues, inside `memory.track()`.
+Records go to benchmarks/results/cpu_costs.json (device, threads, library versions) and the table
+to cpu_costs.md. What each whole notebook costs under cpu is measured by `make executed`
+(executed/index.json).
 """
 
 from __future__ import annotations
@@ -21,27 +17,18 @@ import json
 import os
 import platform
 import statistics
-import subprocess
-import sys
-import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import psutil
 import torch
 from transformers import TrainerCallback
 
-from tutorlib import data, env, generate, memory, models, paths, train
+from tutorlib import data, env, generate, memory, models, train
 from tutorlib.profile import detect
 from tutorlib.templates import TEMPLATES
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def course_notebooks() -> list[Path]:
-    return sorted((paths.root() / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 
 def context() -> dict[str, Any]:
@@ -53,46 +40,6 @@ def context() -> dict[str, Any]:
         "library_versions": env.library_versions(),
         "measured_at": time.strftime("%Y-%m-%d"),
     }
-
-
-def peak_rss(process: subprocess.Popen, interval_s: float = 0.2) -> float:
-    """Wait for `process`, sampling the resident memory of it and its children; peak in MB."""
-    parent, peak = psutil.Process(process.pid), 0.0
-    while process.poll() is None:
-        try:
-            tree = [parent, *parent.children(recursive=True)]
-            peak = max(peak, sum(p.memory_info().rss for p in tree) / 2**20)
-        except psutil.NoSuchProcess:
-            pass
-        time.sleep(interval_s)
-    return peak
-
-
-def run_notebook(number: str) -> dict[str, Any]:
-    """One notebook under cpu in a fresh process, with empty results and runs folders."""
-    with tempfile.TemporaryDirectory() as fresh:
-        environment = os.environ | {"TUTORLIB_PROFILE": "cpu", "HF_HUB_OFFLINE": "1"}
-        environment |= {"TUTORLIB_RESULTS": f"{fresh}/results", "TUTORLIB_RUNS": f"{fresh}/runs"}
-        command = [sys.executable, "-m", "tools", "run", number]
-        start = time.perf_counter()
-        root = paths.root()  # `python -m tools` runs from the repository's root
-        process = subprocess.Popen(
-            command, cwd=root, env=environment, stdout=subprocess.PIPE, text=True
-        )
-        lines: list[str] = []
-        reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)
-        reader.start()
-        peak = peak_rss(process)
-        reader.join()
-        minutes = (time.perf_counter() - start) / 60
-    name = next(p.name for p in course_notebooks() if p.name.startswith(number))
-    ok = process.returncode == 0
-    return {
-        "notebook": name,
-        "ok": ok,
-        "minutes": round(minutes, 1),
-        "peak_rss_mb": round(peak),
-    } | ({} if ok else {"error": "".join(lines[-5:])})
 
 
 class StepTimer(TrainerCallback):
@@ -149,29 +96,12 @@ def write(name: str, records: list[dict[str, Any]], columns: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["notebooks", "costs"])
-    parser.add_argument("numbers", nargs="*", help="notebook numbers (default: all)")
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--summaries", type=int, default=16)
     args = parser.parse_args(argv)
-    if args.what == "costs":
-        records = [method_costs(m, args.steps, args.summaries) | context() for m in models.METHODS]
-        columns = ["method", "seconds_per_step", "tokens_per_second", "seconds_per_summary"]
-        write("cpu_costs", records, [*columns, "peak_rss_mb", "loss_first_last"])
-        return
-    numbers = args.numbers or [p.name[:2] for p in course_notebooks()]
-    old = RESULTS / "cpu_notebooks.json"
-    kept = {r["notebook"][:2]: r for r in json.loads(old.read_text())} if old.is_file() else {}
-    for number in numbers:
-        print(f"{number} ...", flush=True)
-        kept[number] = run_notebook(number) | context()
-        print(
-            f"   {kept[number]['minutes']} min, peak {kept[number]['peak_rss_mb']} MB", flush=True
-        )
-    records = [kept[n] for n in sorted(kept)]
-    write("cpu_notebooks", records, ["notebook", "ok", "minutes", "peak_rss_mb", "threads"])
-    total = sum(r["minutes"] for r in records)
-    print(f"{len(records)} notebooks, {total:.0f} minutes in all")
+    records = [method_costs(m, args.steps, args.summaries) | context() for m in models.METHODS]
+    columns = ["method", "seconds_per_step", "tokens_per_second", "seconds_per_summary"]
+    write("cpu_costs", records, [*columns, "peak_rss_mb", "loss_first_last"])
 
 
 if __name__ == "__main__":

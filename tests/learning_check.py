@@ -18,9 +18,10 @@ import torch
 from tutorlib import course, data, train
 from tutorlib.profile import detect
 
-# ROUGE-L F1 points (0-100). Measured on this 2-core machine (benchmarks/README.md, "The cpu
-# profile"): the profile's steps gain far more than this on every seed tried; 2 steps gain less.
-MARGIN = 5.0
+# ROUGE-L F1 points (0-100), measured on a 2-core CPU (2026-12-07, profile cpu): the profile's 8
+# steps moved ROUGE-L from 18.1 to 34.3 (+16.2); TUTORLIB_MAX_STEPS=2 moved it to 23.3 (+5.2).
+# The margin sits between them, so the check fails when training stops short.
+MARGIN = 10.0
 DIALOGUES = 40  # at least 30, as the course promises
 
 
@@ -30,7 +31,9 @@ def test_lora_fine_tuning_beats_the_base_model_on_rouge_l():
     dialogsum = data.load("dialogsum", profile=profile)
     test = data.take(dialogsum["test"], DIALOGUES)
     assert len(test) >= 30
-    lesson = course.Lesson("learning_check", profile, template="phi2", rubric="rouge")
+    # The SAMSum template (document 002's sections): SmolLM2 answers it before training (ROUGE-L
+    # about 18), where after Phi-2's "Output:" it stops at once, and a base of zero proves little.
+    lesson = course.Lesson("learning_check", profile, template="falcon_samsum", rubric="rouge")
     plan = profile.plan("phi-2", "lora")
     model, tokenizer = train.load_model(plan)
     base = lesson.evaluate(model, tokenizer, test, "SmolLM2 base")

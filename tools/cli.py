@@ -1,11 +1,13 @@
 """The course's command line, run from the repository's root: `python -m tools run [NB ...]`
 executes notebooks headless (`make run`); `index` writes the Colab badges, the set-up cells and the
 README's notebook table; `fetch` downloads and converts the cpu profile's model once (`make
-install`). Tooling around the course, not part of tutorlib, which is what the notebooks import."""
+install`); `executed` writes the executed copies for reading (`make executed`, tools/executed.py).
+Tooling around the course, not part of tutorlib, which is what the notebooks import."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import sys
@@ -17,12 +19,14 @@ import nbformat
 from nbclient import NotebookClient
 from nbformat.v4 import new_code_cell
 
+from tools import executed
 from tutorlib import paths
 
 INDEX_START, INDEX_END = "<!-- notebook-index:start -->", "<!-- notebook-index:end -->"
 _INDEX_RE = re.compile(f"{INDEX_START}.*?{INDEX_END}", re.DOTALL)
 _TABLE_HEAD = (
-    "| # | notebook | GPU under `full` | time under `full` | open |\n|---|---|---|---|---|"
+    "| # | notebook | GPU under `full` | time under `full` | read it run under `cpu` | open |\n"
+    "|---|---|---|---|---|---|"
 )
 _BADGE_SVG = "https://colab.research.google.com/assets/colab-badge.svg"
 _BADGE_RE = re.compile(r"\[!\[Open In Colab\]\([^)]*\)\]\([^)]*\)")
@@ -140,6 +144,8 @@ def _index(args: argparse.Namespace) -> int:
             f"{readme} has no {INDEX_START} ... {INDEX_END} block for the notebook table"
         )
     colab = "https://colab.research.google.com/github/" + repo.split("github.com/")[-1]
+    index_file = executed.executed_dir() / "index.json"
+    index = json.loads(index_file.read_text("utf-8")) if index_file.is_file() else {}
     for path in course_notebooks():
         nb, url = nbformat.read(path, as_version=4), f"{colab}/blob/main/notebooks/{path.name}"
         badge = f"[![Open In Colab]({_BADGE_SVG})]({url})"
@@ -155,12 +161,25 @@ def _index(args: argparse.Namespace) -> int:
         head = (
             f"{path.name[:2]} | [{title[1].strip() if title else path.stem}](notebooks/{path.name})"
         )
-        rows.append(f"| {head} | {m.get('gpu', '?')} | {m.get('time_full', '?')} | {badge} |")
+        gpu = f"{m.get('gpu', '?')} | {m.get('time_full', '?')}"
+        rows.append(f"| {head} | {gpu} | {_executed_link(path.name, index)} | {badge} |")
     block = "\n".join([INDEX_START, *rows, INDEX_END])
     readme.write_text(_INDEX_RE.sub(lambda _: block, text), encoding="utf-8")
     listed = len(rows) - 1
     print(f"badges, set-up cells and the README table of {listed} notebook(s) now point at {repo}")
     return 0
+
+
+def _executed_link(name: str, index: dict) -> str:
+    """The README's link to a notebook's executed copy, with the minutes it took under cpu."""
+    if name not in index:
+        return "not yet (`make executed`)"
+    return f"[executed copy](executed/{name}), {index[name]['minutes']} min"
+
+
+def _executed(args: argparse.Namespace) -> int:
+    executed.write(_notebooks(args.notebooks))
+    return _index(argparse.Namespace(repo=None))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -171,5 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     index = sub.add_parser("index", help="write Colab badges, set-up cells, README table")
     index.add_argument("--repo")
     sub.add_parser("fetch", help="download and convert the cpu profile's model once")
+    done = sub.add_parser("executed", help="run under cpu, write executed copies to executed/")
+    done.add_argument("notebooks", nargs="*", help="notebook paths or numbers; default: all")
     args = parser.parse_args(argv)
-    return {"run": _run, "index": _index, "fetch": _fetch}[args.command](args)
+    commands = {"run": _run, "index": _index, "fetch": _fetch, "executed": _executed}
+    return commands[args.command](args)
