@@ -25,7 +25,7 @@ from tutorlib import paths
 INDEX_START, INDEX_END = "<!-- notebook-index:start -->", "<!-- notebook-index:end -->"
 _INDEX_RE = re.compile(f"{INDEX_START}.*?{INDEX_END}", re.DOTALL)
 _TABLE_HEAD = (
-    "| # | notebook | GPU under `full` | time under `full` | read it run under `cpu` | open |\n"
+    "| # | notebook | GPU under `full` | time under `full` | run under `cpu` (2 cores) | open |\n"
     "|---|---|---|---|---|---|"
 )
 _BADGE_SVG = "https://colab.research.google.com/assets/colab-badge.svg"
@@ -171,15 +171,23 @@ def _index(args: argparse.Namespace) -> int:
 
 
 def _executed_link(name: str, index: dict) -> str:
-    """The README's link to a notebook's executed copy, with the minutes it took under cpu."""
+    """The README's link to a notebook's executed copy, with its minutes and peak memory."""
     if name not in index:
         return "not yet (`make executed`)"
-    return f"[executed copy](executed/{name}), {index[name]['minutes']} min"
+    measured = index[name]
+    peak = f"{measured['peak_rss_mb'] / 1024:.1f} GB"
+    return f"[executed copy](executed/{name}): {measured['minutes']} min, peak {peak}"
 
 
 def _executed(args: argparse.Namespace) -> int:
-    executed.write(_notebooks(args.notebooks))
-    return _index(argparse.Namespace(repo=None))
+    if not args.prose:
+        executed.write(_notebooks(args.notebooks), series=not args.notebooks)
+        return _index(argparse.Namespace(repo=None))
+    for path in _notebooks(args.notebooks):
+        copy = executed.executed_dir() / path.name
+        synced = copy.is_file() and executed.sync_prose(path, copy)
+        print(f"{path.name}: {'prose updated' if synced else 'code changed: run it again'}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -192,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("fetch", help="download and convert the cpu profile's model once")
     done = sub.add_parser("executed", help="run under cpu, write executed copies to executed/")
     done.add_argument("notebooks", nargs="*", help="notebook paths or numbers; default: all")
+    done.add_argument("--prose", action="store_true", help="only copy the sources' prose over")
     args = parser.parse_args(argv)
     commands = {"run": _run, "index": _index, "fetch": _fetch, "executed": _executed}
     return commands[args.command](args)

@@ -1,9 +1,10 @@
 """`python -m tools executed [NN ...]` (`make executed`): the course run under the cpu profile, in
-order, with empty results and runs folders of its own, as on a fresh machine, and each notebook's
-executed copy written to executed/ for reading on GitHub. A copy starts with a cell saying how it
-was made (profile, models, device, libraries, date, minutes, peak memory) and carries the outputs
-without what changes from run to run for no reason: progress bars, absolute paths. executed/
-index.json keeps each run's minutes and peak memory, which the README's notebook table shows."""
+order, with results and runs folders of its own (runs/executed/, emptied first when the whole
+series runs), as on a fresh machine, and each notebook's executed copy written to executed/ for
+reading on GitHub. A copy starts with a cell saying how it was made (profile, models, device,
+libraries, date, minutes, peak memory) and carries the outputs without what changes from run to run
+for no reason: progress bars, absolute paths. executed/index.json keeps each run's minutes and peak
+memory, which the README's notebook table shows."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from tutorlib import paths
 
 HEADER_TAG = "executed-copy-header"
 _PROGRESS = re.compile(r"\r|it/s\]|s/it\]")  # tqdm bars: redrawn with \r, timed
+_KERNEL_FILE = re.compile(r"/tmp/ipykernel_\d+/\d+\.py")  # where a warning's cell ran
 
 
 def executed_dir() -> Path:
@@ -47,6 +48,21 @@ def differences(source: Path, copy: Path) -> list[str]:
         return [f"{copy.name}: {len(theirs)} code cells, the source has {len(ours)}"]
     changed = [i + 1 for i, (a, b) in enumerate(zip(ours, theirs, strict=True)) if a != b]
     return [f"{copy.name}: code cell {i} differs from the source" for i in changed]
+
+
+def sync_prose(source: Path, copy: Path) -> bool:
+    """Give an executed copy its source's current prose, which needs no rerun: only when the code
+    is unchanged and the cells line up one for one. True when the copy was rewritten."""
+    nb, done = nbformat.read(source, as_version=4), nbformat.read(copy, as_version=4)
+    cells = done.cells[1:]  # after the header cell
+    kinds = [c.cell_type for c in nb.cells]
+    if differences(source, copy) or kinds != [c.cell_type for c in cells]:
+        return False
+    for ours, theirs in zip(nb.cells, cells, strict=True):
+        if ours.cell_type == "markdown":
+            theirs.source = ours.source
+    nbformat.write(done, copy)
+    return True
 
 
 def _peak_rss(process: subprocess.Popen, interval_s: float = 0.2) -> float:
@@ -85,7 +101,7 @@ def _is_progress(output: Any) -> bool:
 def _replace(text: str, replacements: dict[str, str]) -> str:
     for old, new in replacements.items():
         text = text.replace(old, new)
-    return text
+    return _KERNEL_FILE.sub("<cell>", text)
 
 
 def _header(name: str, measured: dict[str, Any]) -> Any:
@@ -115,36 +131,36 @@ def _execute(path: Path, folder: Path) -> dict[str, Any]:
     return {"ok": process.returncode == 0, "minutes": minutes, "peak_rss_mb": round(peak)}
 
 
-def write(notebooks: list[Path]) -> None:
-    """Execute `notebooks` in order under cpu and write their copies and executed/index.json."""
+def write(notebooks: list[Path], *, series: bool) -> None:
+    """Execute `notebooks` in order under cpu and write their copies and executed/index.json.
+    `series` (the whole course) starts from empty results and runs folders; a rerun of some
+    notebooks keeps the records the others left there, which later notebooks' tables read."""
     from tutorlib import env  # deferred: it imports torch
 
-    out = executed_dir()
+    out, folder = executed_dir(), paths.runs_dir() / "executed"
+    if series:
+        shutil.rmtree(folder, ignore_errors=True)
     out.mkdir(exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
     index_file = out / "index.json"
     index = json.loads(index_file.read_text("utf-8")) if index_file.is_file() else {}
     device = f"a {os.cpu_count()}-core {platform.machine()} CPU (no GPU)"
+    replacements = {str(folder / "results"): "results", str(folder): "runs"}
+    replacements |= {str(paths.root()): ".", str(Path.home()): "~"}
     failed = []
-    with tempfile.TemporaryDirectory() as fresh:
-        folder = Path(fresh)
-        replacements = {str(folder / "results"): "results", str(folder): "runs"}
-        replacements |= {str(paths.root()): ".", str(Path.home()): "~"}
-        for path in notebooks:
-            measured = _execute(path, folder) | {"device": device}
-            if not measured["ok"]:  # keep its copy, with the traceback, in the runs folder
-                paths.runs_dir().mkdir(parents=True, exist_ok=True)
-                shutil.copy(folder / path.name, paths.runs_dir() / path.name)
-                failed.append(path.name)
-                continue
-            measured |= {"date": time.strftime("%Y-%m-%d")}
-            measured["library_versions"] = env.library_versions()
-            nb = nbformat.read(folder / path.name, as_version=4)
-            _clean(nb, replacements)
-            nb.cells.insert(0, _header(path.name, measured))
-            nbformat.write(nb, out / path.name)
-            index[path.name] = {k: measured[k] for k in ("minutes", "peak_rss_mb", "date")}
-            index_file.write_text(json.dumps(index, indent=1, sort_keys=True) + "\n", "utf-8")
-            print(f"{path.name}: {measured['minutes']} min, peak {measured['peak_rss_mb']} MB")
+    for path in notebooks:
+        measured = _execute(path, folder) | {"device": device}
+        if not measured["ok"]:  # its copy, with the traceback, stays in the folder
+            failed.append(path.name)
+            continue
+        measured |= {"date": time.strftime("%Y-%m-%d")}
+        measured["library_versions"] = env.library_versions()
+        nb = nbformat.read(folder / path.name, as_version=4)
+        _clean(nb, replacements)
+        nb.cells.insert(0, _header(path.name, measured))
+        nbformat.write(nb, out / path.name)
+        index[path.name] = {k: measured[k] for k in ("minutes", "peak_rss_mb", "date")}
+        index_file.write_text(json.dumps(index, indent=1, sort_keys=True) + "\n", "utf-8")
+        print(f"{path.name}: {measured['minutes']} min, peak {measured['peak_rss_mb']} MB")
     if failed:
-        names = ", ".join(failed)
-        raise SystemExit(f"failed under cpu: {names} (their copies are in {paths.runs_dir()})")
+        raise SystemExit(f"failed under cpu: {', '.join(failed)} (their copies are in {folder})")
