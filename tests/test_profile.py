@@ -44,6 +44,7 @@ def test_full_profile_names_hub_ids_and_honours_overrides(monkeypatch):
         "=x/y",
         "llama-2-7b=a/b;phi-2=c/d",
         "llama-2-7b=a/b,meta-llama/Llama-2-7b-hf=c/d",
+        "llama2=a/b",  # a name the registry does not know
     ],
 )
 def test_malformed_overrides_name_the_variable(monkeypatch, value):
