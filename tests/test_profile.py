@@ -7,6 +7,7 @@ import random
 
 import pytest
 import torch
+import transformers
 
 from tutorlib import env, models
 from tutorlib import profile as prof
@@ -176,3 +177,10 @@ def test_hub_login_reads_env_and_never_prints_token(monkeypatch, capsys):
     assert prof.hub_login(prof.detect("full")) is False
     out = capsys.readouterr().out
     assert secret not in out and "HF_TOKEN" in out
+
+
+def test_a_seed_other_than_the_trainers_default_reaches_the_trainer():
+    # Before: detect(seed=1) seeded torch, but the trainer reseeded with its default 42.
+    assert prof.detect("smoke", seed=1).plan("distilgpt2").args["seed"] == 1
+    assert "seed" not in prof.detect("smoke", seed=42).plan("distilgpt2").args
+    assert transformers.TrainingArguments.seed == prof.TRAINER_SEED

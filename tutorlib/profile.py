@@ -21,6 +21,7 @@ from tutorlib.plan import Plan, resolve
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
+TRAINER_SEED = 42  # transformers' TrainingArguments.seed default (a test checks it)
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,8 @@ class Profile:
             args |= self.sizes.adapters
         if self.max_steps:
             args["max_steps"] = self.max_steps
+        if self.seed != TRAINER_SEED:  # a trainer reseeds with its own default otherwise
+            args["seed"] = self.seed
         if self.max_examples:  # a step's examples too: memory on a CPU
             batch = models.spec(name).training.get("per_device_train_batch_size", 8)
             batch = min(self.max_examples, args.get("per_device_train_batch_size", batch))
