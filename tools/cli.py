@@ -185,8 +185,11 @@ def _executed(args: argparse.Namespace) -> int:
         return _index(argparse.Namespace(repo=None))
     for path in _notebooks(args.notebooks):
         copy = executed.executed_dir() / path.name
-        synced = copy.is_file() and executed.sync_prose(path, copy)
-        print(f"{path.name}: {'prose updated' if synced else 'code changed: run it again'}")
+        if copy.is_file() and executed.sync_prose(path, copy):
+            print(f"{path.name}: prose updated")
+        else:  # no copy, changed code, or cells added or removed
+            why = "; ".join(executed.differences(path, copy)) or f"{path.name}: cells differ"
+            print(f"{why}: run it again")
     return 0
 
 

@@ -56,7 +56,7 @@ def sync_prose(source: Path, copy: Path) -> bool:
     nb, done = nbformat.read(source, as_version=4), nbformat.read(copy, as_version=4)
     cells = done.cells[1:]  # after the header cell
     kinds = [c.cell_type for c in nb.cells]
-    if differences(source, copy) or kinds != [c.cell_type for c in cells]:
+    if code_of(nb) != code_of(done) or kinds != [c.cell_type for c in cells]:
         return False
     for ours, theirs in zip(nb.cells, cells, strict=True):
         if ours.cell_type == "markdown":
